@@ -1,0 +1,56 @@
+"""Full training state <-> a checkpoint directory (state.pt + config.json + metrics.json).
+
+The directory is the unit Ray Train uploads (`ray.train.Checkpoint.from_directory`), so the
+same files serve local runs, Tune trials and promotion. Loads use weights_only=True: a
+checkpoint from an untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distgan.config import RunConfig
+
+STATE, CONFIG, METRICS = "state.pt", "config.json", "metrics.json"
+
+
+class CheckpointError(ValueError):
+    """A missing or unreadable checkpoint; one line naming the path."""
+
+
+def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, Any]) -> Path:
+    """Write into a temporary sibling, then rename: a crash never leaves half a checkpoint."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / STATE)
+    (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    (tmp / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, RunConfig, dict]:
+    directory = Path(directory)
+    if not (directory / STATE).is_file():
+        raise CheckpointError(f"{directory}: no checkpoint ({STATE} missing)")
+    try:
+        state = torch.load(directory / STATE, map_location=map_location, weights_only=True)
+        cfg = RunConfig.from_dict(json.loads((directory / CONFIG).read_text()))
+        metrics = json.loads((directory / METRICS).read_text()) if (directory / METRICS).is_file() else {}
+    except Exception as e:
+        raise CheckpointError(f"{directory}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    return state, cfg, metrics
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / STATE).is_file()

@@ -1,0 +1,286 @@
+"""Typed run configuration: plain data, validated once, addressed by dotted keys.
+
+Search spaces and ``--set`` overrides name fields as ``section.field`` (``optim.lr_g``);
+every error names that dotted key so a bad value is found without reading code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+LOSS_KINDS = ("ns", "minimax", "hinge", "wgan-gp")
+BUILTIN_DATA = ("mnist-embedded", "ring8", "grid25")
+DETECTORS = ("auto", "lenet-mnist", "inception", "coords")
+DCGAN_RESOLUTIONS = (28, 32, 64)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; its message is one line that names the dotted key."""
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Directory of Parquet shards (see distgan.data.schema). Empty: use `builtin`."""
+    builtin: str = "mnist-embedded"
+    """Data set prepared into the run directory when `path` is empty."""
+    num_points: int = 20000
+    """Samples drawn for the 2-D mixtures (ring8, grid25)."""
+
+    def validate(self) -> None:
+        if not self.path and self.builtin not in BUILTIN_DATA:
+            raise ConfigError(f"data.builtin: {self.builtin!r} is not one of {BUILTIN_DATA} (or set data.path)")
+        _check(self.num_points >= 2, "data.num_points", self.num_points, ">= 2")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "dcgan"
+    """`dcgan` (images) or `mlp` (2-D points)."""
+    resolution: int = 28
+    """Image side for dcgan (28, 32 or 64); point dimension for mlp."""
+    channels: int = 1
+    z_dim: int = 64
+    g_width: int = 32
+    """Channels of G's last hidden layer; deeper layers double it (the width multiplier)."""
+    d_width: int = 32
+    conditional: bool = False
+    """Class-conditional: label embedding into G, projection discriminator."""
+    num_classes: int = 10
+    sn_d: bool = True
+    """Spectral normalization on D's weights (fights vanishing gradients)."""
+    sn_g: bool = False
+    d_input_gain: float = 1.0
+    """D multiplies its input by this. A spectrally normalized D is 1-Lipschitz in input units,
+    too flat to resolve modes of std 0.02 (ring8): a gain of 20 lets it be 20-Lipschitz."""
+    sync_bn: bool = False
+    """Convert G's BatchNorm to SyncBatchNorm under DDP (statistics over the global batch)."""
+
+    def validate(self) -> None:
+        _check(self.arch in ("dcgan", "mlp"), "model.arch", self.arch, "dcgan or mlp")
+        if self.arch == "dcgan":
+            _check(self.resolution in DCGAN_RESOLUTIONS, "model.resolution", self.resolution,
+                   f"one of {DCGAN_RESOLUTIONS} for dcgan")
+            _check(self.channels in (1, 3), "model.channels", self.channels, "1 or 3")
+        else:
+            _check(self.resolution >= 1, "model.resolution", self.resolution, ">= 1")
+            _check(not self.conditional, "model.conditional", self.conditional, "false for arch mlp")
+        _check(self.z_dim >= 1, "model.z_dim", self.z_dim, ">= 1")
+        _check(self.g_width >= 1, "model.g_width", self.g_width, ">= 1")
+        _check(self.d_width >= 1, "model.d_width", self.d_width, ">= 1")
+        _check(self.num_classes >= 1, "model.num_classes", self.num_classes, ">= 1")
+        _check(self.d_input_gain > 0, "model.d_input_gain", self.d_input_gain, "> 0")
+
+
+@dataclass
+class LossConfig:
+    kind: str = "ns"
+    """ns (non-saturating), minimax (the original log(1 - D(G(z)))), hinge, wgan-gp."""
+    gp_weight: float = 10.0
+    """Gradient-penalty weight lambda (wgan-gp only)."""
+
+    def validate(self) -> None:
+        _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, f"one of {LOSS_KINDS}")
+        _check(self.gp_weight >= 0, "loss.gp_weight", self.gp_weight, ">= 0")
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    def validate(self) -> None:
+        _check(self.lr_g > 0, "optim.lr_g", self.lr_g, "> 0")
+        _check(self.lr_d > 0, "optim.lr_d", self.lr_d, "> 0")
+        _check(0 <= self.beta1 < 1, "optim.beta1", self.beta1, "in [0, 1)")
+        _check(0 <= self.beta2 < 1, "optim.beta2", self.beta2, "in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    """Generator steps (engine steps) in the whole run."""
+    batch_size: int = 64
+    """Per-worker batch; the global batch is batch_size x workers."""
+    n_d: int = 1
+    """D:G step ratio: discriminator updates per generator update."""
+    ema: float = 0.999
+    """Decay of G's exponential moving average (0 keeps G_ema equal to G)."""
+    seed: int = 0
+    eval_every: int = 250
+    """Steps between evaluations (sample grid, metrics, checkpoint)."""
+    amp: str = "auto"
+    """auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off."""
+
+    def validate(self) -> None:
+        _check(self.steps >= 1, "train.steps", self.steps, ">= 1")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.n_d >= 1, "train.n_d", self.n_d, ">= 1")
+        _check(0 <= self.ema < 1, "train.ema", self.ema, "in [0, 1)")
+        _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
+        _check(self.amp in ("auto", "bf16", "off"), "train.amp", self.amp, "auto, bf16 or off")
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 2000
+    """Generated and real samples per FID; the metric name carries it (fid2k)."""
+    detector: str = "auto"
+    """Feature network: auto picks lenet-mnist for 28x28x1, coords for points, else inception."""
+    batch_size: int = 250
+    grid_size: int = 64
+    """Images in the logged sample grid."""
+    cache_dir: str = ""
+    """Reference-statistics cache; empty: $DISTGAN_CACHE/stats or ~/.cache/distgan/stats."""
+
+    def validate(self) -> None:
+        _check(self.num_samples >= 2, "eval.num_samples", self.num_samples, ">= 2")
+        _check(self.detector in DETECTORS, "eval.detector", self.detector, f"one of {DETECTORS}")
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
+        _check(self.grid_size >= 1, "eval.grid_size", self.grid_size, ">= 1")
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 0
+    """Ray Train workers; 0 runs the loop in this process without Ray."""
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+    """Fractional by default so Ray Data's read tasks always find a CPU."""
+    gpus_per_worker: float = 1.0
+    max_failures: int = 0
+
+    def validate(self) -> None:
+        _check(self.num_workers >= 0, "scaling.num_workers", self.num_workers, ">= 0")
+        _check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "> 0")
+        _check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "> 0")
+        _check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, ">= -1")
+
+
+@dataclass
+class TrackingConfig:
+    mlflow_uri: str = ""
+    """Empty: no tracking in a plain `distgan train`."""
+    experiment: str = "distgan"
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> "RunConfig":
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate()
+        if self.model.arch == "mlp" and self.data.builtin not in ("ring8", "grid25") and not self.data.path:
+            raise ConfigError(f"model.arch: mlp needs point data, but data.builtin is {self.data.builtin!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return _build(cls, d, "").validate()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """Apply {dotted.key: value} on a copy; values are type-checked like from_dict."""
+        d = self.to_dict()
+        for key, value in overrides.items():
+            parts = key.split(".")
+            if len(parts) != 2 or parts[0] not in d or parts[1] not in d[parts[0]]:
+                raise ConfigError(f"{key}: unknown config key")
+            d[parts[0]][parts[1]] = value
+        return RunConfig.from_dict(d)
+
+    def flat(self) -> dict[str, Any]:
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is invalid, expected {expected}")
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {d!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in d:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown config key")
+    kwargs = {}
+    for name, value in d.items():
+        typ = hints[name]
+        dotted = f"{prefix}{name}"
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value, dotted + ".")
+        else:
+            kwargs[name] = _coerce(typ, value, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(typ: type, value: Any, key: str) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not a bool")
+    if typ in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not a {typ.__name__}")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{key}: {value!r} is not a {typ.__name__}")
+    return value
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`a.b=value` strings to {key: typed value}; YAML parses the value (1e-4, true, [1, 2])."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def load(preset: str | None = None, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The CLI's config: a preset or a YAML/JSON file, then --set overrides."""
+    from distgan import presets
+
+    if preset and config_file:
+        raise ConfigError("--preset and --config: give one of them")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config {config_file}: no such file")
+        cfg = RunConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+    else:
+        cfg = presets.get(preset or "mnist")
+    return cfg.with_overrides(parse_set(overrides or []))
+
+
+def dumps(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""Data sets as Parquet shards with one schema (see schema.py)."""

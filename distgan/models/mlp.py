@@ -1,0 +1,29 @@
+"""Small MLP generator and discriminator for the 2-D mixtures (ring8, grid25)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, dim: int, z_dim: int, width: int):
+        super().__init__()
+        self.z_dim, self.num_classes = z_dim, 0
+        self.net = nn.Sequential(nn.Linear(z_dim, width), nn.ReLU(True), nn.Linear(width, width), nn.ReLU(True),
+                                 nn.Linear(width, width), nn.ReLU(True), nn.Linear(width, dim))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, dim: int, width: int, input_gain: float = 1.0):
+        super().__init__()
+        self.input_gain = input_gain
+        self.net = nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2, True), nn.Linear(width, width),
+                                 nn.LeakyReLU(0.2, True), nn.Linear(width, width), nn.LeakyReLU(0.2, True),
+                                 nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x * self.input_gain).squeeze(1)

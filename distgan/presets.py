@@ -1,0 +1,79 @@
+"""Named full configurations. `mnist_smoke` runs in seconds on a laptop CPU and is what
+the tests and the README's examples use; the GPU presets are sized for one modern GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from distgan.config import (ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig,
+                            OptimConfig, RunConfig, TrainConfig)
+
+
+def mnist_smoke() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(builtin="mnist-embedded"),
+        model=ModelConfig(resolution=28, channels=1, z_dim=32, g_width=16, d_width=16, conditional=True),
+        train=TrainConfig(steps=20, batch_size=32, eval_every=10, ema=0.9),
+        eval=EvalConfig(num_samples=500, batch_size=250, grid_size=40),
+    )
+
+
+def mnist() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(builtin="mnist-embedded"),
+        model=ModelConfig(resolution=28, channels=1, z_dim=64, g_width=32, d_width=32, conditional=True),
+        optim=OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.5),
+        train=TrainConfig(steps=1500, batch_size=64, eval_every=250, ema=0.995),
+        eval=EvalConfig(num_samples=2000, batch_size=500, grid_size=100),
+    )
+
+
+def ring8() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(builtin="ring8"),
+        model=ModelConfig(arch="mlp", resolution=2, z_dim=16, g_width=128, d_width=128, sn_d=True,
+                          d_input_gain=20.0),
+        optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.99),
+        train=TrainConfig(steps=6000, batch_size=256, eval_every=1000, ema=0.99),
+        eval=EvalConfig(num_samples=2000, batch_size=2000, detector="coords"),
+    )
+
+
+def grid25() -> RunConfig:
+    cfg = ring8()
+    cfg.data.builtin = "grid25"
+    return cfg
+
+
+def cifar10_dcgan() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(path="data/cifar10"),
+        model=ModelConfig(resolution=32, channels=3, z_dim=128, g_width=64, d_width=64, conditional=True,
+                          num_classes=10),
+        optim=OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9),
+        loss=LossConfig(kind="hinge"),
+        train=TrainConfig(steps=50000, batch_size=128, n_d=2, eval_every=5000, ema=0.999),
+        eval=EvalConfig(num_samples=10000, detector="inception", batch_size=500),
+    )
+
+
+def celeba64() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(path="data/celeba64"),
+        model=ModelConfig(resolution=64, channels=3, z_dim=128, g_width=64, d_width=64, num_classes=1),
+        optim=OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9),
+        loss=LossConfig(kind="hinge"),
+        train=TrainConfig(steps=100000, batch_size=128, n_d=1, eval_every=5000, ema=0.999),
+        eval=EvalConfig(num_samples=10000, detector="inception", batch_size=500),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    f.__name__: f for f in (mnist_smoke, mnist, ring8, grid25, cifar10_dcgan, celeba64)
+}
+
+
+def get(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r}: unknown, expected one of {sorted(PRESETS)}")
+    return PRESETS[name]().validate()

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distgan.data import prepare
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """The embedded MNIST as Parquet, prepared once per session."""
+    d = tmp_path_factory.mktemp("data") / "mnist"
+    prepare.mnist_embedded(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def ring8_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data") / "ring8"
+    prepare.mixture("ring8", d, n=20000, seed=0)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Reference statistics go to a session-private cache, never the user's ~/.cache."""
+    monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,51 @@
+import pytest
+
+from distgan import presets
+from distgan.config import ConfigError, RunConfig, load, parse_set
+
+
+def test_every_preset_validates_and_round_trips():
+    for name in presets.PRESETS:
+        cfg = presets.get(name)
+        assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optim.lr_g": 0.0}, "optim.lr_g: 0.0 is invalid"),
+    ({"optim.lr_d": -1e-4}, "optim.lr_d: -0.0001 is invalid"),
+    ({"train.n_d": 0}, "train.n_d: 0 is invalid"),
+    ({"model.resolution": 30}, "model.resolution: 30 is invalid"),
+    ({"loss.kind": "lsgan"}, "loss.kind: 'lsgan' is invalid"),
+    ({"optim.lr_gg": 1e-3}, "optim.lr_gg: unknown config key"),
+    ({"train.n_d": "two"}, "train.n_d: 'two' is not a int"),
+    ({"model.sn_d": 1}, "model.sn_d: 1 is not a bool"),
+])
+def test_bad_values_name_the_dotted_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        presets.mnist_smoke().with_overrides(overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_nested_key_in_a_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match=r"^model.widht: unknown config key$"):
+        load(config_file=str(f))
+
+
+def test_set_values_are_typed_by_yaml():
+    assert parse_set(["optim.lr_g=1e-4", "model.sn_g=true", "train.n_d=3"]) == {
+        "optim.lr_g": 1e-4, "model.sn_g": True, "train.n_d": 3}
+    cfg = load("mnist_smoke", overrides=["optim.lr_g=1e-4", "train.n_d=3", "optim.beta1=0"])
+    assert (cfg.optim.lr_g, cfg.train.n_d, cfg.optim.beta1) == (1e-4, 3, 0.0)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="mnist_smoke"):
+        presets.get("nope")
+
+
+def test_mlp_refuses_image_data():
+    with pytest.raises(ConfigError, match="model.arch"):
+        presets.ring8().with_overrides({"data.builtin": "mnist-embedded"})

@@ -1,0 +1,79 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from distgan.data import prepare
+from distgan.data.reader import decode, epoch_batches, load_all, to_uint8
+from distgan.data.schema import DataError, inspect
+
+
+def test_mnist_round_trip_is_pixel_exact(mnist_dir):
+    x, y, info = load_all(mnist_dir)
+    ref_x, ref_y = prepare.mnist_embedded_arrays()
+    assert x.shape == (5000, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(to_uint8(x)[:, 0], torch.from_numpy(ref_x))
+    assert torch.equal(y, torch.from_numpy(ref_y))
+    assert np.bincount(y.numpy()).tolist() == [500] * 10
+    assert (info.encoding, info.num_classes, info.num_rows) == ("uint8", 10, 5000)
+
+
+def test_schema_is_in_the_file_metadata(mnist_dir):
+    meta = pq.ParquetFile(next(mnist_dir.glob("*.parquet"))).schema_arrow.metadata
+    assert b'"encoding": "uint8"' in meta[b"distgan"]
+
+
+def test_mixtures_have_their_modes_as_labels(tmp_path):
+    for kind, k in (("ring8", 8), ("grid25", 25)):
+        prepare.mixture(kind, tmp_path / kind, n=5000)
+        x, y, info = load_all(tmp_path / kind)
+        centres, std = prepare.mixture_centres(kind)
+        assert x.shape == (5000, 2) and info.num_classes == k and info.is_points
+        assert np.abs(x.numpy() - centres[y.numpy()]).max() < 6 * std
+        assert len(np.unique(y)) == k
+
+
+def test_image_folder_resizes_and_labels_by_subfolder(tmp_path):
+    src = tmp_path / "imgs"
+    for cls, colour in (("cats", (255, 0, 0)), ("dogs", (0, 0, 255))):
+        (src / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), colour).save(src / cls / f"{i}.png")
+    prepare.image_folder(src, tmp_path / "out", size=16)
+    x, y, info = load_all(tmp_path / "out")
+    assert x.shape == (6, 3, 16, 16) and info.encoding == "png"
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.allclose(x[0, :, 8, 8], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.allclose(x[5, :, 8, 8], torch.tensor([-1.0, -1.0, 1.0]))
+
+
+def test_wrong_schema_names_the_file(tmp_path):
+    pq.write_table(pa.table({"pixels": [b"x"], "y": [1]}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad.parquet: wrong schema"):
+        inspect(tmp_path)
+
+
+def test_missing_directory_and_overwrite_are_refused(tmp_path, mnist_dir):
+    with pytest.raises(DataError, match="does not exist"):
+        inspect(tmp_path / "nope")
+    with pytest.raises(DataError, match="--force"):
+        prepare.mnist_embedded(mnist_dir)
+
+
+def test_batch_stream_is_a_function_of_its_position():
+    x, y = torch.arange(100).float()[:, None], torch.arange(100)
+    full = epoch_batches(x, y, 16, seed=3)
+    batches = [next(full)[1] for _ in range(15)]
+    resumed = epoch_batches(x, y, 16, seed=3, start=9)
+    assert all(torch.equal(next(resumed)[1], b) for b in batches[9:])
+    epoch0 = torch.cat(batches[:6])
+    assert len(set(epoch0.tolist())) == 96  # no row twice within an epoch
+
+
+def test_decode_points_keeps_values():
+    from distgan.data.schema import DatasetInfo
+    pts = np.array([[1.5, -2.25]], np.float32)
+    di = DatasetInfo("p", "float32", 1, 1, 2, 1, 1, ())
+    assert torch.equal(decode([pts[0].tobytes()], di), torch.from_numpy(pts))
