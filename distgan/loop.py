@@ -1,0 +1,106 @@
+"""The training loop shared by a one-process run and a Ray Train worker: engine steps,
+averaged step statistics, and every `eval_every` steps an evaluation handed to `on_eval`
+(which writes the checkpoint locally, or calls ray.train.report in a worker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from distgan.config import RunConfig
+from distgan.data.prepare import mixture_centres
+from distgan.data.schema import DatasetInfo
+from distgan.engine import GANEngine
+from distgan.metrics import detectors
+from distgan.metrics.evaluate import EVAL_SEED, evaluate, fixed_latents, protocol
+from distgan.metrics.stats import RealStats, real_stats
+from distgan.plots import save_image_grid, save_points
+
+Gather = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EvalContext:
+    detector: detectors.Detector
+    real: RealStats
+    mixture: tuple[np.ndarray, float] | None
+    num_samples: int
+
+    @property
+    def fid_key(self) -> str:
+        return f"fid{protocol(self.num_samples)}"
+
+
+def eval_context(cfg: RunConfig, data_dir: str | Path, info: DatasetInfo, device: torch.device) -> EvalContext:
+    shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
+    det = detectors.build(cfg.eval.detector, shape, device=device)
+    real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
+                      allow_repeat=info.num_rows < cfg.eval.num_samples)
+    mixture = mixture_centres(info.name) if info.name in ("ring8", "grid25") else None
+    return EvalContext(det, real, mixture, cfg.eval.num_samples)
+
+
+def evaluate_engine(engine: GANEngine, cfg: RunConfig, ctx: EvalContext, gather: Gather | None = None
+                    ) -> dict[str, float]:
+    return evaluate(engine.G_ema, ctx.num_samples, cfg.eval.batch_size, ctx.detector, ctx.real,
+                    device=engine.device, mixture=ctx.mixture, rank=engine.rank,
+                    world_size=engine.world_size, gather=gather)
+
+
+def save_samples(engine: GANEngine, cfg: RunConfig, path: Path, reference: torch.Tensor | None = None) -> Path:
+    """Class-ordered rows for conditional models; a scatter over the real data for points."""
+    G = engine.G_ema
+    if cfg.model.arch == "mlp":
+        z, _ = fixed_latents(2000, G.z_dim, 0, EVAL_SEED)
+        return save_points(engine.generate(z), path, reference)
+    k = G.num_classes
+    per_row = max(1, cfg.eval.grid_size // k) if k else None
+    n = per_row * k if k else cfg.eval.grid_size
+    z, _ = fixed_latents(n, G.z_dim, 0, EVAL_SEED)
+    y = torch.arange(k).repeat_interleave(per_row) if k else None
+    return save_image_grid(engine.generate(z, y), path, nrow=per_row)
+
+
+def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], cfg: RunConfig,
+          ctx: EvalContext, on_eval: Callable[[dict[str, float]], None], gather: Gather | None = None,
+          progress: bool = True) -> None:
+    t = cfg.train
+    bar = tqdm(total=t.steps, initial=engine.step_count, disable=not progress, desc="train", dynamic_ncols=True)
+    sums: dict[str, float] = {}
+    count, images, t0 = 0, 0, time.perf_counter()
+    while engine.step_count < t.steps:
+        x, y = next(batches)
+        stats = engine.step(x, y)
+        for k, v in stats.items():
+            sums[k] = max(sums.get(k, 0.0), v) if k == "nonfinite" else sums.get(k, 0.0) + v
+        count += 1
+        images += len(x) * engine.world_size
+        bar.update(1)
+        bar.set_postfix(loss_d=f"{stats['loss_d']:.3f}", loss_g=f"{stats['loss_g']:.3f}",
+                        Dx=f"{stats['d_real']:.2f}", DGz=f"{stats['d_fake']:.2f}", refresh=False)
+        if engine.step_count % t.eval_every == 0 or engine.step_count == t.steps:
+            elapsed = time.perf_counter() - t0
+            metrics = {k: (v if k == "nonfinite" else v / count) for k, v in sums.items()}
+            metrics["img_per_s"] = images / elapsed
+            metrics.update(evaluate_engine(engine, cfg, ctx, gather))
+            metrics["step"] = float(engine.step_count)
+            metrics["kimg"] = engine.step_count * len(x) * engine.world_size / 1000
+            on_eval(metrics)
+            sums, count, images, t0 = {}, 0, 0, time.perf_counter()
+    bar.close()
+
+
+def format_eval(metrics: dict[str, float], fid_key: str) -> str:
+    parts = [f"step {int(metrics['step'])}", f"{fid_key} {metrics[fid_key]:.3f}",
+             f"D(x) {metrics.get('d_real', float('nan')):.3f}", f"D(G(z)) {metrics.get('d_fake', float('nan')):.3f}"]
+    for key in ("classes_covered", "modes_covered"):
+        if key in metrics:
+            parts.append(f"{key} {int(metrics[key])}")
+    parts.append(f"{metrics['img_per_s']:.0f} img/s")
+    return " | ".join(parts)

@@ -1,0 +1,1 @@
+"""Sample-quality metrics: pure functions on features, detectors, cached real statistics."""
