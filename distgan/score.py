@@ -21,7 +21,7 @@ def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2
     info = inspect(real)
     shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
     det = detectors.build(detector, shape, device=dev)
-    ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch)
+    ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, progress=progress)
     mixture = mixture_centres(info.name) if info.name in ("ring8", "grid25") else None
     if checkpoint.is_checkpoint(fake):
         state, cfg, _ = checkpoint.load(fake, map_location=dev)
@@ -30,7 +30,7 @@ def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2
         metrics = evaluate(engine.G_ema, n, batch, det, ref, device=dev, mixture=mixture, progress=progress)
     else:
         # Features of n seeded samples of the fake data set: the same path as real statistics.
-        other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=1)
+        other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=1, progress=progress)
         metrics = compute_metrics(other.features, other.pred if det.has_classes else None, ref, det,
                                   mixture=mixture)
     return {"detector": det.id, "n": n, "protocol": f"fid{protocol(n)}", **metrics}

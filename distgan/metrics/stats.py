@@ -93,7 +93,7 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def real_stats(data_dir: str | Path, detector: Detector, n: int, cache_dir: str | Path | None = None,
-               allow_repeat: bool = False, batch: int = 500, seed: int = 0) -> RealStats:
+               allow_repeat: bool = False, batch: int = 500, seed: int = 0, progress: bool = False) -> RealStats:
     """Statistics of n real samples (a fixed seeded subset), from the cache when present."""
     info = inspect(data_dir)
     if n > info.num_rows and not allow_repeat:
@@ -108,7 +108,7 @@ def real_stats(data_dir: str | Path, detector: Detector, n: int, cache_dir: str 
     x, y, info = load_all(data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[:n] if n <= len(x) else torch.randint(len(x), (n,), generator=g)
-    feats, preds = batched_features(lambda xb, _: xb, x[idx], None, detector, batch)
+    feats, preds = batched_features(lambda xb, _: xb, x[idx], None, detector, batch, progress)
     mu, sigma = feature_stats(feats)
     hist = np.bincount(y[idx].clamp(min=0).numpy(), minlength=max(1, info.num_classes)).astype(np.float64)
     arrays = {"features": feats.astype(np.float32), "mu": mu, "sigma": sigma, "class_hist": hist,
