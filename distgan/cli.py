@@ -41,6 +41,11 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from distgan.local import saved_config, train_local
 
+    if a.workers:
+        a.set = [*a.set, f"scaling.num_workers={a.workers}", *(["scaling.use_gpu=true"] if a.gpu else [])]
+    elif a.gpu:
+        raise config_mod.ConfigError("--gpu needs --workers N (the one-process run uses CUDA when present)")
+
     if a.resume:
         if a.preset or a.config:
             raise config_mod.ConfigError("--resume takes its config from the run; use --set to change keys")
@@ -51,10 +56,16 @@ def cmd_train(a: argparse.Namespace) -> None:
             raise config_mod.ConfigError("train: --out DIR is required (or --resume DIR)")
         out = Path(a.out)
         cfg = config_mod.load(a.preset, a.config, a.set)
-    best = train_local(cfg, out, resume=bool(a.resume), force=a.force, progress=not a.no_progress,
-                       device=a.device)
+    if cfg.scaling.num_workers:
+        from distgan.local import train_ray
+
+        best = train_ray(cfg, out, a.storage, resume=bool(a.resume), force=a.force)
+    else:
+        best = train_local(cfg, out, resume=bool(a.resume), force=a.force, progress=not a.no_progress,
+                           device=a.device)
     fid_key = next(k for k in best["metrics"] if k.startswith("fid"))
-    print(f"best checkpoint: {best['checkpoint']} ({fid_key} {best['metrics'][fid_key]:.3f} at step {best['step']})")
+    print(f"best checkpoint: {best['checkpoint']} ({fid_key} {best['metrics'][fid_key]:.3f} at step "
+          f"{int(best['metrics']['step'])})")
 
 
 def cmd_detector_train(a: argparse.Namespace) -> None:
@@ -100,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     tr.add_argument("--force", action="store_true", help="replace an existing run in --out")
     tr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    tr.add_argument("--workers", type=int, default=0,
+                    help="Ray Train workers (DDP); 0 (default) trains in this process without Ray")
+    tr.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker (nccl)")
+    tr.add_argument("--storage", help="Ray storage path or URI (s3://, gs://); default: the parent of --out")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(fn=cmd_train)
 

@@ -119,6 +119,8 @@ class TrainConfig:
     """Steps between evaluations (sample grid, metrics, checkpoint)."""
     amp: str = "auto"
     """auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept per Ray run, the best by FID (Ray's CheckpointConfig.num_to_keep)."""
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", self.steps, ">= 1")
@@ -127,6 +129,7 @@ class TrainConfig:
         _check(0 <= self.ema < 1, "train.ema", self.ema, "in [0, 1)")
         _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
         _check(self.amp in ("auto", "bf16", "off"), "train.amp", self.amp, "auto, bf16 or off")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, ">= 1")
 
 
 @dataclass

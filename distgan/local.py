@@ -17,9 +17,11 @@ from distgan.data.reader import epoch_batches, load_all
 from distgan.data.schema import DataError, inspect
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, format_eval, save_samples, train
+from distgan.metrics.evaluate import protocol
 
 CKPT_DIR, SAMPLES_DIR, METRICS_FILE, BEST_FILE, CONFIG_FILE = (
     "checkpoints", "samples", "metrics.jsonl", "best.json", "config.json")
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of a run's checkpoints
 
 
 def resolve_data(cfg: RunConfig, run_dir: Path) -> Path:
@@ -53,7 +55,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def saved_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
-    if latest_checkpoint(run_dir) is None or not (run_dir / CONFIG_FILE).is_file():
+    has_checkpoint = latest_checkpoint(run_dir) is not None or (run_dir / RAY_SNAPSHOT).is_file()
+    if not has_checkpoint or not (run_dir / CONFIG_FILE).is_file():
         raise checkpoint.CheckpointError(f"--resume {run_dir}: no checkpoint in {run_dir / CKPT_DIR}")
     return RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
 
@@ -102,7 +105,7 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
             f.write(json.dumps(metrics) + "\n")
         if not best or metrics[ctx.fid_key] < best["metrics"][ctx.fid_key]:
             best.clear()
-            best.update(step=step, checkpoint=str(ckpt), metrics=metrics)
+            best.update(checkpoint=str(ckpt), metrics=metrics)
             (out / BEST_FILE).write_text(json.dumps(best, indent=2))
         for old in (out / CKPT_DIR).glob("step_*"):  # keep the latest and the best
             if old not in (ckpt, Path(best["checkpoint"])):
@@ -111,3 +114,31 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
 
     train(engine, batches, cfg, ctx, on_eval, progress=progress)
     return best
+
+
+def train_ray(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: bool = False,
+              force: bool = False) -> dict:
+    """The same run on cfg.scaling.num_workers Ray Train workers; Ray keeps the checkpoints
+    (the best by FID) under storage/<out name>. An existing run there is resumed by Ray."""
+    from distgan.launch import best_checkpoint, fit
+
+    out = Path(out).resolve()
+    if cfg.data.path:
+        inspect(cfg.data.path)
+    snapshot = out / RAY_SNAPSHOT
+    if snapshot.exists() and not resume:
+        if not force:
+            raise FileExistsError(f"{out}: already holds a run (--resume {out} continues it, --force replaces it)")
+        snapshot.unlink()
+        for old in out.glob("step_*"):
+            shutil.rmtree(old)
+    elif resume and not snapshot.exists():
+        raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run there ({RAY_SNAPSHOT} missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    data_dir = resolve_data(cfg, out)
+    result = fit(cfg, data_dir, storage or str(out.parent), out.name)
+    if result.error:
+        raise result.error
+    ckpt, metrics = best_checkpoint(result, f"fid{protocol(cfg.eval.num_samples)}")
+    return {"checkpoint": ckpt.path, "metrics": metrics}

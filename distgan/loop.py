@@ -16,6 +16,7 @@ from tqdm import tqdm
 from distgan.config import RunConfig
 from distgan.data.prepare import mixture_centres
 from distgan.data.schema import DatasetInfo
+from distgan.distributed import broadcast_buffers
 from distgan.engine import GANEngine
 from distgan.metrics import detectors
 from distgan.metrics.evaluate import EVAL_SEED, evaluate, fixed_latents, protocol
@@ -37,17 +38,24 @@ class EvalContext:
         return f"fid{protocol(self.num_samples)}"
 
 
-def eval_context(cfg: RunConfig, data_dir: str | Path, info: DatasetInfo, device: torch.device) -> EvalContext:
-    shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
-    det = detectors.build(cfg.eval.detector, shape, device=device)
-    real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
-                      allow_repeat=info.num_rows < cfg.eval.num_samples)
+def sample_shape(info: DatasetInfo) -> tuple[int, ...]:
+    return (info.width,) if info.is_points else (info.channels, info.height, info.width)
+
+
+def eval_context(cfg: RunConfig, data_dir: str | Path, info: DatasetInfo, device: torch.device,
+                 real: RealStats | None = None) -> EvalContext:
+    """Detector, real statistics (computed or cached here unless given) and mixture modes."""
+    det = detectors.build(cfg.eval.detector, sample_shape(info), device=device)
+    if real is None:
+        real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
+                          allow_repeat=info.num_rows < cfg.eval.num_samples)
     mixture = mixture_centres(info.name) if info.name in ("ring8", "grid25") else None
     return EvalContext(det, real, mixture, cfg.eval.num_samples)
 
 
 def evaluate_engine(engine: GANEngine, cfg: RunConfig, ctx: EvalContext, gather: Gather | None = None
                     ) -> dict[str, float]:
+    broadcast_buffers(engine.G_ema)
     return evaluate(engine.G_ema, ctx.num_samples, cfg.eval.batch_size, ctx.detector, ctx.real,
                     device=engine.device, mixture=ctx.mixture, rank=engine.rank,
                     world_size=engine.world_size, gather=gather)

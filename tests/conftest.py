@@ -26,3 +26,14 @@ def ring8_dir(tmp_path_factory) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Reference statistics go to a session-private cache, never the user's ~/.cache."""
     monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (a Train run costs ~20 s of start-up;
+    two Ray instances on one machine confuse Train V2's cleanup)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,111 @@
+"""Build and fit the TorchTrainer for one run: resources checked first, Ray Data reads the
+Parquet, real-data statistics are computed once on the driver and shared by reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+
+import ray
+import ray.data
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from distgan.config import ConfigError, RunConfig
+from distgan.data.schema import DatasetInfo, inspect
+from distgan.loop import format_eval, sample_shape
+from distgan.metrics import detectors
+from distgan.metrics.evaluate import protocol
+from distgan.metrics.stats import real_stats
+from distgan.worker import TRAIN_DATASET, decode_batch, fault_from_env, train_loop_per_worker
+
+
+def check_resources(cfg: RunConfig) -> None:
+    """Fail before anything starts when the cluster cannot hold the workers."""
+    s = cfg.scaling
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    need_cpu = s.num_workers * s.cpus_per_worker
+    if need_cpu > cpus:
+        raise ConfigError(f"scaling.num_workers: {s.num_workers} workers x {s.cpus_per_worker} CPU need "
+                          f"{need_cpu:g} CPUs, Ray has {cpus:g}")
+    if s.use_gpu:
+        if gpus == 0:
+            raise ConfigError("scaling.use_gpu: no GPU in the Ray cluster")
+        if s.num_workers * s.gpus_per_worker > gpus:
+            raise ConfigError(f"scaling.num_workers: {s.num_workers} workers x {s.gpus_per_worker} GPU need "
+                              f"{s.num_workers * s.gpus_per_worker:g} GPUs, Ray has {gpus:g}")
+
+
+def check_storage(storage: str) -> str:
+    """Local storage must be writable; URIs (s3://, gs://, ...) are passed through to Ray."""
+    if "://" in storage:
+        return storage
+    path = Path(storage).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--storage {storage}: cannot write there ({e.strerror})") from None
+    return str(path)
+
+
+def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    return ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources)
+
+
+class EvalPrinter(ray.train.UserCallback):
+    """Prints one line per evaluation on the driver's console (runs in Train's controller)."""
+
+    def __init__(self, fid_key: str, prefix: str = ""):
+        self.fid_key, self.prefix = fid_key, prefix
+
+    def after_report(self, run_context, metrics, checkpoint):
+        print(self.prefix + format_eval(metrics[0], self.fid_key), flush=True)
+
+
+def best_checkpoint(result: ray.train.Result, fid_key: str) -> tuple[ray.train.Checkpoint, dict]:
+    """The lowest-FID checkpoint Ray kept (best_checkpoints is in report order, not sorted)."""
+    if not result.best_checkpoints:
+        raise RuntimeError(f"run {result.path} reported no checkpoint")
+    return min(result.best_checkpoints, key=lambda cm: cm[1][fid_key])
+
+
+def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, meta: dict | None = None,
+                  callbacks: list | None = None) -> TorchTrainer:
+    info: DatasetInfo = inspect(data_dir)
+    det = detectors.build(cfg.eval.detector, sample_shape(info), device="cpu")
+    real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
+                      allow_repeat=info.num_rows < cfg.eval.num_samples)
+    info_dict = dataclasses.asdict(info)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.read_parquet(list(info.files)).select_columns(["image", "label"]).map_batches(
+        decode_batch, fn_kwargs={"info": info_dict}, batch_format="numpy")
+    fid_key = f"fid{protocol(cfg.eval.num_samples)}"
+    run_config = ray.train.RunConfig(
+        name=name, storage_path=storage, callbacks=[EvalPrinter(fid_key), *(callbacks or [])],
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
+                                                     checkpoint_score_attribute=fid_key,
+                                                     checkpoint_score_order="min"))
+    config = {"run": cfg.to_dict(), "data_info": info_dict, "real_stats": ray.put(real), "fault": fault_from_env(),
+              "meta": meta or {}}
+    return TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling_config(cfg),
+                        run_config=run_config, datasets={TRAIN_DATASET: ds})
+
+
+def fit(cfg: RunConfig, data_dir: str | Path, storage: str, name: str) -> ray.train.Result:
+    if cfg.scaling.num_workers < 1:
+        raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
+    storage = check_storage(storage)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    check_resources(cfg)
+    return build_trainer(cfg, data_dir, storage, name).fit()

@@ -1,0 +1,118 @@
+"""Distributed training on a real local Ray: Train V2 workers, DDP over gloo, Ray Data."""
+
+import math
+import sys
+
+import ray.cloudpickle as cloudpickle
+import pytest
+import ray.train
+import ray.train.torch
+import torch
+
+from distgan import checkpoint, presets
+from distgan.config import ConfigError
+from distgan.data.reader import load_all
+from distgan.engine import GANEngine
+from distgan.launch import best_checkpoint, build_trainer, check_resources, check_storage
+from distgan.loop import eval_context
+from distgan.worker import FAULT_MARKER_ENV, FAULT_STEP_ENV, build_engine
+
+pytestmark = pytest.mark.slow
+
+
+def _smoke(**over):
+    return presets.mnist_smoke().with_overrides({"scaling.num_workers": 2, **over})
+
+
+@pytest.mark.timeout(300)  # with a whole CPU per worker on 2 cores, Ray Data starves and this hangs
+def test_two_workers_stream_ray_data_report_fid_and_checkpoints_restore(ray_session, mnist_dir, tmp_path):
+    cfg = _smoke()
+    result = build_trainer(cfg, mnist_dir, str(tmp_path), "smoke").fit()
+    assert result.error is None
+    df = result.metrics_dataframe.sort_values("step")  # Ray orders rows by checkpoint score
+    assert df["step"].tolist() == [10, 20] and df["world_size"].tolist() == [2, 2]
+    assert all(math.isfinite(v) for v in df["fid500"])
+    # the second report's checkpoint restores an engine that evaluates to the reported FID
+    ckpt, metrics = [cm for cm in result.best_checkpoints if cm[1]["step"] == 20][0]
+    state, saved_cfg, _ = checkpoint.load(ckpt.path)
+    engine = GANEngine.from_config(saved_cfg)
+    engine.load_state_dict(state)
+    assert engine.step_count == 20
+    x, _, info = load_all(mnist_dir)
+    from distgan.loop import evaluate_engine
+    again = evaluate_engine(engine, saved_cfg, eval_context(saved_cfg, mnist_dir, info, torch.device("cpu")))
+    assert again["fid500"] == pytest.approx(metrics["fid500"], rel=1e-6)
+    assert (tmp_path / "smoke" / "step_0000020" / "samples.png").is_file()
+    assert best_checkpoint(result, "fid500")[1]["fid500"] == min(df["fid500"])
+
+
+def _equivalence_loop(config):
+    """Each rank trains on its slice of the same global batches."""
+    from distgan.config import RunConfig
+
+    cfg = RunConfig.from_dict(config["run"])
+    torch.set_default_dtype(torch.float64)
+    engine = build_engine(cfg)
+    data, b = config["data"], cfg.train.batch_size
+    for k in range(config["steps"]):
+        glob = data[k * b * engine.world_size:(k + 1) * b * engine.world_size]
+        engine.step(glob[engine.rank * b:(engine.rank + 1) * b])
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if engine.rank == 0:
+            path = checkpoint.save(f"{tmp}/c", engine.state_dict(), cfg, {})
+            ckpt = ray.train.Checkpoint.from_directory(str(path))
+        ray.train.report({"done": 1}, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("loss", ["ns", "wgan-gp"])
+def test_two_workers_equal_one_worker_with_twice_the_batch(ray_session, ring8_dir, tmp_path, loss):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    # float64 on both sides: Adam divides by sqrt(v), so float32 reduction-order noise in a
+    # near-zero gradient can move a weight by a visible fraction of lr; a real bug moves it more.
+    steps, b = 5, 32
+    data, _, _ = load_all(ring8_dir)
+    data = data.double()
+    cfg = presets.ring8().with_overrides({"train.batch_size": b, "loss.kind": loss})
+    trainer = ray.train.torch.TorchTrainer(
+        _equivalence_loop, train_loop_config={"run": cfg.to_dict(), "data": data[:steps * 2 * b], "steps": steps},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=ray.train.RunConfig(name="equiv", storage_path=str(tmp_path)))
+    result = trainer.fit()
+    two, _, _ = checkpoint.load(result.checkpoint.path)
+    torch.set_default_dtype(torch.float64)
+    try:
+        one = GANEngine.from_config(cfg.with_overrides({"train.batch_size": 2 * b}))
+        for k in range(steps):
+            one.step(data[k * 2 * b:(k + 1) * 2 * b])
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for net in ("G", "D"):
+        ref = one.state_dict()[net]
+        for key, value in two[net].items():
+            assert torch.allclose(value, ref[key], atol=1e-5), f"{net}.{key} {(value - ref[key]).abs().max()}"
+
+
+@pytest.mark.timeout(400)
+def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir, tmp_path, monkeypatch):
+    marker = tmp_path / "fault-raised"
+    monkeypatch.setenv(FAULT_STEP_ENV, "15")
+    monkeypatch.setenv(FAULT_MARKER_ENV, str(marker))
+    cfg = _smoke(**{"train.steps": 30, "scaling.max_failures": 1})
+    result = build_trainer(cfg, mnist_dir, str(tmp_path), "fault").fit()
+    assert result.error is None and marker.read_text() == "raised"
+    assert sorted(result.metrics_dataframe["step"].tolist()) == [10, 20, 30]
+    state, _, _ = checkpoint.load(result.checkpoint.path)
+    assert state["step"] == 30
+
+
+def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_path):
+    with pytest.raises(ConfigError, match=r"^scaling.num_workers: 8 workers x 0.5 CPU need 4 CPUs, Ray has 2$"):
+        check_resources(_smoke(**{"scaling.num_workers": 8}))
+    with pytest.raises(ConfigError, match="no GPU"):
+        check_resources(_smoke(**{"scaling.use_gpu": True}))
+    with pytest.raises(ConfigError, match="--storage /proc/distgan: cannot write there"):
+        check_storage("/proc/distgan")
+    assert check_storage("s3://bucket/runs") == "s3://bucket/runs"
+    assert check_storage(str(tmp_path / "new")) == str(tmp_path / "new")
