@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,57 @@ def cmd_train(a: argparse.Namespace) -> None:
           f"{int(best['metrics']['step'])})")
 
 
+def cmd_tune(a: argparse.Namespace) -> None:
+    import time
+
+    from distgan import tune
+    from distgan.local import resolve_data
+
+    if a.resume:
+        job = tune.JobSpec.load(a.resume)
+        job.space()  # the stored space still validates
+    else:
+        if not a.space:
+            raise config_mod.ConfigError("tune: --space FILE is required (or --resume EXPERIMENT_PATH)")
+        if a.trials < 1:
+            raise config_mod.ConfigError(f"--trials {a.trials}: need at least 1 trial")
+        if a.scheduler not in tune.SCHEDULERS:
+            raise config_mod.ConfigError(f"--scheduler {a.scheduler}: expected one of {tune.SCHEDULERS}")
+        sets = [*a.set, f"scaling.num_workers={a.workers_per_trial}"]
+        if a.gpus_per_worker:
+            sets += ["scaling.use_gpu=true", f"scaling.gpus_per_worker={a.gpus_per_worker}"]
+        base = config_mod.load(a.preset, a.config, sets)
+        space = tune.load_space(a.space, base)
+        storage = str(Path(a.storage or "outputs/tune").resolve()) if "://" not in (a.storage or "") else a.storage
+        name = a.name or f"{Path(a.space).stem}-{a.preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (Path(storage) / name / tune.JOB_FILE).exists():
+            raise FileExistsError(f"{Path(storage) / name}: a tuning job exists there (use --resume)")
+        data_dir = resolve_data(base, Path(storage) / name)
+        job = tune.JobSpec(name=name, storage=storage, base=base.to_dict(), space_path=str(a.space),
+                           space_text=Path(a.space).read_text(), data_dir=str(data_dir), trials=a.trials,
+                           scheduler=a.scheduler, grace_period=a.grace_period, reduction_factor=a.reduction_factor,
+                           max_concurrent=0, seed=a.seed, meta={"preset": a.preset or ""})
+    import ray
+
+    from distgan.launch import check_resources
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    base = config_mod.RunConfig.from_dict(job.base)
+    check_resources(base)
+    if not a.resume:
+        job.max_concurrent = a.max_concurrent or tune.max_concurrent_trials(base, ray.cluster_resources())
+        job.save()
+    print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
+          f"{job.max_concurrent} at a time, results in {job.experiment_dir}", flush=True)
+    try:
+        tune.run_job(job, restore=bool(a.resume))
+    except (KeyboardInterrupt, tune.JobInterrupted):
+        print(f"interrupted: resume with  distgan tune --resume {job.experiment_dir}", file=sys.stderr)
+        raise KeyboardInterrupt from None
+    print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
+
+
 def cmd_detector_train(a: argparse.Namespace) -> None:
     from distgan.detector_train import train_lenet
 
@@ -118,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(fn=cmd_train)
 
+    tu = sub.add_parser("tune", help="search hyperparameters with Ray Tune + Optuna, FID as the objective")
+    _config_args(tu)
+    tu.add_argument("--space", help="search space YAML (tune_spaces/)")
+    tu.add_argument("--trials", type=int, default=16)
+    tu.add_argument("--workers-per-trial", type=int, default=2)
+    tu.add_argument("--gpus-per-worker", type=float, default=0, help="> 0 runs each worker on GPUs")
+    tu.add_argument("--max-concurrent", type=int, default=0, help="default: what the cluster's resources allow")
+    tu.add_argument("--scheduler", default="asha", help="asha | hyperband | median | none")
+    tu.add_argument("--grace-period", type=int, default=1, help="evaluations before ASHA may stop a trial")
+    tu.add_argument("--reduction-factor", type=int, default=2)
+    tu.add_argument("--seed", type=int, default=0, help="Optuna TPE seed")
+    tu.add_argument("--storage", help="Ray storage path or URI; default outputs/tune")
+    tu.add_argument("--name", help="job name (default: <space>-<preset>-<time>)")
+    tu.add_argument("--resume", metavar="EXPERIMENT_PATH", help="continue an interrupted job")
+    tu.set_defaults(fn=cmd_tune)
+
     det = sub.add_parser("detector", help="the domain detector").add_subparsers(dest="det_cmd", required=True)
     dt = det.add_parser("train", help="train the LeNet MNIST detector")
     dt.add_argument("--data", required=True, help="Parquet directory of 28x28x1 digits")
@@ -151,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distgan: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f" (continue with: distgan train --resume {args.out or args.resume})" if args.command == "train" else ""
+        hint = f" (continue with: distgan train --resume {args.resume or args.out})" if args.command == "train" else ""
         print(f"distgan: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

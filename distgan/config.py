@@ -159,13 +159,39 @@ class ScalingConfig:
     cpus_per_worker: float = 0.5
     """Fractional by default so Ray Data's read tasks always find a CPU."""
     gpus_per_worker: float = 1.0
+    data_cpus_per_task: float = 0.25
+    """CPU each Ray Data read/decode task requests (fractional: small machines must still fit one)."""
+    data_cpus: float = 1.0
+    """CPUs each run leaves free for Ray Data (its file-listing task takes a whole CPU):
+    runs and trials that would leave less are refused or not started, never left to hang."""
     max_failures: int = 0
 
     def validate(self) -> None:
         _check(self.num_workers >= 0, "scaling.num_workers", self.num_workers, ">= 0")
         _check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "> 0")
         _check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "> 0")
+        _check(self.data_cpus_per_task > 0, "scaling.data_cpus_per_task", self.data_cpus_per_task, "> 0")
+        _check(self.data_cpus >= self.data_cpus_per_task, "scaling.data_cpus", self.data_cpus,
+               f">= scaling.data_cpus_per_task ({self.data_cpus_per_task})")
         _check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, ">= -1")
+
+
+@dataclass
+class StopConfig:
+    plateau_evals: int = 0
+    """Stop when the best FID has not improved over this many evaluations (0: never)."""
+    plateau_delta: float = 0.01
+    """Relative FID improvement that counts as progress."""
+    saturation_evals: int = 3
+    """Stop as diverged after this many evaluations with D saturated (0: never)."""
+    saturation_eps: float = 0.01
+    """D is saturated when D(x) >= 1 - eps and D(G(z)) <= eps (ns and minimax losses)."""
+
+    def validate(self) -> None:
+        _check(self.plateau_evals >= 0, "stop.plateau_evals", self.plateau_evals, ">= 0")
+        _check(0 <= self.plateau_delta < 1, "stop.plateau_delta", self.plateau_delta, "in [0, 1)")
+        _check(self.saturation_evals >= 0, "stop.saturation_evals", self.saturation_evals, ">= 0")
+        _check(0 < self.saturation_eps < 0.5, "stop.saturation_eps", self.saturation_eps, "in (0, 0.5)")
 
 
 @dataclass
@@ -184,6 +210,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "RunConfig":

@@ -31,6 +31,10 @@ def check_resources(cfg: RunConfig) -> None:
     if need_cpu > cpus:
         raise ConfigError(f"scaling.num_workers: {s.num_workers} workers x {s.cpus_per_worker} CPU need "
                           f"{need_cpu:g} CPUs, Ray has {cpus:g}")
+    if need_cpu + s.data_cpus > cpus:
+        raise ConfigError(f"scaling.cpus_per_worker: {s.num_workers} workers x {s.cpus_per_worker} CPU leave "
+                          f"{cpus - need_cpu:g} of {cpus:g} CPUs for Ray Data, which needs scaling.data_cpus="
+                          f"{s.data_cpus:g} (the run would hang)")
     if s.use_gpu:
         if gpus == 0:
             raise ConfigError("scaling.use_gpu: no GPU in the Ray cluster")
@@ -78,18 +82,20 @@ def best_checkpoint(result: ray.train.Result, fid_key: str) -> tuple[ray.train.C
 
 
 def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, meta: dict | None = None,
-                  callbacks: list | None = None) -> TorchTrainer:
+                  callbacks: list | None = None, prefix: str = "") -> TorchTrainer:
     info: DatasetInfo = inspect(data_dir)
     det = detectors.build(cfg.eval.detector, sample_shape(info), device="cpu")
     real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
                       allow_repeat=info.num_rows < cfg.eval.num_samples)
     info_dict = dataclasses.asdict(info)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.read_parquet(list(info.files)).select_columns(["image", "label"]).map_batches(
-        decode_batch, fn_kwargs={"info": info_dict}, batch_format="numpy")
+    task_cpus = cfg.scaling.data_cpus_per_task
+    ds = ray.data.read_parquet(list(info.files), columns=["image", "label"], num_cpus=task_cpus).map_batches(
+        decode_batch, fn_kwargs={"info": info_dict}, batch_format="numpy", num_cpus=task_cpus
+    ).randomize_block_order(seed=cfg.train.seed)
     fid_key = f"fid{protocol(cfg.eval.num_samples)}"
     run_config = ray.train.RunConfig(
-        name=name, storage_path=storage, callbacks=[EvalPrinter(fid_key), *(callbacks or [])],
+        name=name, storage_path=storage, callbacks=[EvalPrinter(fid_key, prefix), *(callbacks or [])],
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,

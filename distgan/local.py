@@ -112,7 +112,8 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
                 shutil.rmtree(old)
         print(format_eval(metrics, ctx.fid_key), flush=True)
 
-    train(engine, batches, cfg, ctx, on_eval, progress=progress)
+    history = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()] if resume else []
+    train(engine, batches, cfg, ctx, on_eval, progress=progress, history=history)
     return best
 
 

@@ -22,6 +22,7 @@ from distgan.metrics import detectors
 from distgan.metrics.evaluate import EVAL_SEED, evaluate, fixed_latents, protocol
 from distgan.metrics.stats import RealStats, real_stats
 from distgan.plots import save_image_grid, save_points
+from distgan.stopping import stop_reason
 
 Gather = Callable[[np.ndarray], np.ndarray]
 
@@ -76,14 +77,20 @@ def save_samples(engine: GANEngine, cfg: RunConfig, path: Path, reference: torch
 
 
 def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], cfg: RunConfig,
-          ctx: EvalContext, on_eval: Callable[[dict[str, float]], None], gather: Gather | None = None,
-          progress: bool = True) -> None:
+          ctx: EvalContext, on_eval: Callable[[dict], None], gather: Gather | None = None,
+          progress: bool = True, history: list[dict] | None = None) -> list[dict]:
+    """Train to cfg.train.steps or until a stopping rule fires; returns the evaluation history.
+    Each evaluation carries `fid_best` (the objective: a run is as good as its best
+    checkpoint) and `stop_reason` ('' while the run goes on)."""
     t = cfg.train
+    history = list(history or [])
     bar = tqdm(total=t.steps, initial=engine.step_count, disable=not progress, desc="train", dynamic_ncols=True)
     sums: dict[str, float] = {}
-    count, images, t0 = 0, 0, time.perf_counter()
+    count, images, waited, t0 = 0, 0, 0.0, time.perf_counter()
     while engine.step_count < t.steps:
+        tw = time.perf_counter()
         x, y = next(batches)
+        waited += time.perf_counter() - tw
         stats = engine.step(x, y)
         for k, v in stats.items():
             sums[k] = max(sums.get(k, 0.0), v) if k == "nonfinite" else sums.get(k, 0.0) + v
@@ -96,12 +103,19 @@ def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
             elapsed = time.perf_counter() - t0
             metrics = {k: (v if k == "nonfinite" else v / count) for k, v in sums.items()}
             metrics["img_per_s"] = images / elapsed
+            metrics["data_wait_frac"] = waited / elapsed  # time the step waited for input
             metrics.update(evaluate_engine(engine, cfg, ctx, gather))
             metrics["step"] = float(engine.step_count)
             metrics["kimg"] = engine.step_count * len(x) * engine.world_size / 1000
+            metrics["fid_best"] = min([metrics[ctx.fid_key], *(h["fid_best"] for h in history)])
+            history.append(metrics)
+            metrics["stop_reason"] = stop_reason(history, ctx.fid_key, cfg.stop, engine.loss.probabilistic)
             on_eval(metrics)
-            sums, count, images, t0 = {}, 0, 0, time.perf_counter()
+            if metrics["stop_reason"]:
+                break
+            sums, count, images, waited, t0 = {}, 0, 0, 0.0, time.perf_counter()
     bar.close()
+    return history
 
 
 def format_eval(metrics: dict[str, float], fid_key: str) -> str:
@@ -111,4 +125,6 @@ def format_eval(metrics: dict[str, float], fid_key: str) -> str:
         if key in metrics:
             parts.append(f"{key} {int(metrics[key])}")
     parts.append(f"{metrics['img_per_s']:.0f} img/s")
+    if metrics.get("stop_reason"):
+        parts.append(f"stopped: {metrics['stop_reason']}")
     return " | ".join(parts)

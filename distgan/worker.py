@@ -21,7 +21,7 @@ from torch import nn
 
 from distgan import checkpoint
 from distgan.config import RunConfig
-from distgan.data.schema import DatasetInfo
+from distgan.data.schema import DataError, DatasetInfo
 from distgan.distributed import all_gather_rows
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, save_samples, train
@@ -45,14 +45,19 @@ def build_engine(cfg: RunConfig) -> GANEngine:
 
 
 def shard_batches(rows: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This worker's shard of the Ray Data set, epoch after epoch, shuffled locally."""
+    """This worker's shard of the Ray Data set, epoch after epoch: block order shuffled per
+    epoch by the dataset, rows through a local shuffle buffer (files are written shuffled)."""
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     epoch = 0
     while True:
-        for batch in shard.iter_torch_batches(batch_size=rows, drop_last=True,
-                                              local_shuffle_buffer_size=max(4 * rows, 1000),
+        batches = 0
+        for batch in shard.iter_torch_batches(batch_size=rows, drop_last=True, prefetch_batches=2,
+                                              local_shuffle_buffer_size=2 * rows,
                                               local_shuffle_seed=seed + epoch):
+            batches += 1
             yield batch["x"], batch["y"]
+        if batches == 0:  # else this loop would spin forever on an empty epoch
+            raise DataError(f"train.batch_size x train.n_d = {rows} rows: more than this worker's shard holds")
         epoch += 1
 
 
@@ -71,11 +76,12 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = RunConfig.from_dict(config["run"])
     info = DatasetInfo(**config["data_info"])
     engine = build_engine(cfg)
-    restored = ray.train.get_checkpoint()
+    restored, history = ray.train.get_checkpoint(), []
     if restored is not None:
         with restored.as_directory() as d:
-            state, _, _ = checkpoint.load(d, map_location=engine.device)
+            state, _, last = checkpoint.load(d, map_location=engine.device)
         engine.load_state_dict(state)
+        history = [last]
     ctx = eval_context(cfg, "", info, engine.device, real=ray.get(config["real_stats"]))
     rows = cfg.train.batch_size * cfg.train.n_d
     batches = _fault_injector(shard_batches(rows, cfg.train.seed + 1000 * engine.step_count + engine.rank),
@@ -85,7 +91,7 @@ def train_loop_per_worker(config: dict) -> None:
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
         metrics = {**metrics, **meta, "worker_node": ray.get_runtime_context().get_node_id(),
-                   "world_size": engine.world_size}
+                   "world_size": engine.world_size, "torch_threads": torch.get_num_threads()}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if engine.rank == 0:
@@ -94,7 +100,7 @@ def train_loop_per_worker(config: dict) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
 
-    train(engine, batches, cfg, ctx, on_eval, gather=all_gather_rows, progress=False)
+    train(engine, batches, cfg, ctx, on_eval, gather=all_gather_rows, progress=False, history=history)
 
 
 def decode_batch(batch: dict[str, np.ndarray], info: dict) -> dict[str, np.ndarray]:

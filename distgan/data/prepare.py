@@ -19,6 +19,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 def write_shards(out: str | Path, name: str, encoding: str, num_classes: int, images: list[bytes],
                  labels: np.ndarray, shape: tuple[int, int, int], rows_per_shard: int = 1000,
                  force: bool = False) -> list[Path]:
+    """Rows are written in a seeded random order (`shuffled_order`): sources often come sorted
+    by class, and streaming readers shuffle only within a window."""
     out = Path(out)
     if out.exists() and any(out.glob("*.parquet")) and not force:
         raise DataError(f"{out}: already holds Parquet shards (use --force to replace them)")
@@ -27,6 +29,8 @@ def write_shards(out: str | Path, name: str, encoding: str, num_classes: int, im
         old.unlink()
     schema = schema_with_meta(name, encoding, num_classes)
     n = len(images)
+    order = shuffled_order(n)
+    images, labels = [images[i] for i in order], labels[order]
     h, w, c = shape
     paths = []
     for i in range(math.ceil(n / rows_per_shard)):
@@ -43,6 +47,11 @@ def write_shards(out: str | Path, name: str, encoding: str, num_classes: int, im
         pq.write_table(table, path)
         paths.append(path)
     return paths
+
+
+def shuffled_order(n: int) -> np.ndarray:
+    """The row order write_shards uses for a source of n rows."""
+    return np.random.default_rng(20190511).permutation(n)
 
 
 def mnist_embedded_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,148 @@
+"""Tuning on a real local Ray with real Optuna: sampling, ASHA, stoppers, errors, resume."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from distgan import presets
+from distgan.cli import main
+from distgan.config import ConfigError
+from distgan.tune import JOB_FILE, load_space, max_concurrent_trials
+
+pytestmark = pytest.mark.slow
+
+# ring8 trials short enough for CI: 4 evaluations of 100 steps each
+BASE_SETS = ["train.steps=400", "train.eval_every=100", "data.num_points=8000", "stop.saturation_evals=0"]
+GOOD = {"optim.lr_g": 1.0e-3, "optim.lr_d": 1.0e-3, "loss.kind": "ns", "train.batch_size": 128}
+SLOW = {"optim.lr_g": 1.0e-6, "optim.lr_d": 1.0e-6, "loss.kind": "ns", "train.batch_size": 128}
+DIVERGING = {"optim.lr_g": 50.0, "optim.lr_d": 50.0, "loss.kind": "wgan-gp", "train.batch_size": 128}
+# a batch larger than a worker's shard of the 8,000 points: the trial fails with an error
+CRASHING = {"optim.lr_g": 2.0e-3, "optim.lr_d": 2.0e-3, "loss.kind": "ns", "train.batch_size": 20000}
+SPACE = {
+    "metric": "fid", "mode": "min",
+    "params": {
+        "optim.lr_g": {"dist": "loguniform", "low": 1.0e-6, "high": 100.0},
+        "optim.lr_d": {"dist": "loguniform", "low": 1.0e-6, "high": 100.0},
+        "loss.kind": {"dist": "choice", "values": ["ns", "hinge", "wgan-gp"]},
+        "loss.gp_weight": {"dist": "uniform", "low": 1.0, "high": 20.0, "when": {"loss.kind": "wgan-gp"}},
+        "train.batch_size": {"dist": "choice", "values": [128, 20000]},
+    },
+}
+
+
+def _space(tmp_path, start):
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump({**SPACE, "start": start}))
+    return p
+
+
+def _tune_args(space, storage, name, trials):
+    args = ["tune", "--preset", "ring8", "--space", str(space), "--trials", str(trials), "--workers-per-trial", "2",
+            "--storage", str(storage), "--name", name, "--grace-period", "1", "--reduction-factor", "2"]
+    for s in BASE_SETS:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.timeout(900)
+def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, tmp_path, capsys):
+    space = _space(tmp_path, [GOOD, SLOW, DIVERGING, CRASHING])
+    assert main(_tune_args(space, tmp_path, "job", 6)) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "job" / "trials.csv")
+    assert len(table) == 6
+    by_lr = {round(row["optim.lr_g"], 9): row for _, row in table.iterrows()}
+    good, slow, diverging = by_lr[1.0e-3], by_lr[1.0e-6], by_lr[50.0]
+    crashed = table[table["stop_reason"] == "error"]
+    assert 2.0e-3 in crashed["optim.lr_g"].round(9).tolist() and (crashed["train.batch_size"] == 20000).all()
+    assert all(Path(f).is_file() for f in crashed["error_file"])
+    assert "rows: more than this worker's shard holds" in Path(crashed["error_file"].iloc[0]).read_text()
+    assert diverging["stop_reason"] == "diverged" and diverging["evals"] == 1
+    assert good["evals"] == 4 and math.isfinite(good["best_fid"])
+    # ASHA stopped the slow-learning trial at a rung, before its budget of 4 evaluations
+    assert slow["stop_reason"] == "scheduler" and slow["evals"] < 4
+    sampled = table.iloc[[i for i in range(6) if round(table["optim.lr_g"].iloc[i], 9) not in (1e-3, 1e-6, 50.0, 2e-3)]]
+    assert len(sampled) == 2 and sampled["optim.lr_g"].nunique() == 2
+    for _, row in sampled.iterrows():  # Optuna's TPE drew these from the space
+        assert 1e-6 <= row["optim.lr_g"] <= 100 and 1e-6 <= row["optim.lr_d"] <= 100
+        assert row["loss.kind"] in ("ns", "hinge", "wgan-gp")
+        assert (row["loss.kind"] == "wgan-gp") == (not pd.isna(row["loss.gp_weight"]))
+    assert table["best_fid"].iloc[0] == table["best_fid"].min()  # sorted by best FID
+    for png in ("fid_curves.png", "param_importances.png", "parallel_coordinates.png"):
+        assert (tmp_path / "job" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "best fid2k" in out and "diverged" in out
+
+
+def _finished_trials(exp: Path) -> int:
+    return sum(1 for f in exp.glob("trial_driver_*/result.json")
+               if any(json.loads(line).get("done") for line in f.read_text().splitlines() if line.strip()))
+
+
+@pytest.mark.timeout(900)
+def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
+    space = _space(tmp_path, [GOOD, GOOD])
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", 3)]
+    cmd[cmd.index("--grace-period") + 1] = "4"  # no early stopping: every trial runs its budget
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    exp = tmp_path / "job"
+    deadline = time.time() + 600
+    while _finished_trials(exp) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert _finished_trials(exp) >= 1, out
+    assert "resume with  distgan tune --resume" in out
+    first = {f.parent.name: f.read_text() for f in exp.glob("trial_driver_*/result.json")
+             if '"done": true' in f.read_text()}
+    assert first
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", "tune", "--resume", str(exp)], env=env,
+                       capture_output=True, text=True, timeout=700)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 3 and (table["evals"] == 4).all()
+    for name, text in first.items():  # finished trials were not run again
+        assert (exp / name / "result.json").read_text() == text
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"params": {"optim.lr_gg": {"dist": "loguniform", "low": 1e-4, "high": 1e-3}}}, "params.optim.lr_gg: unknown config key"),
+    ({"params": {"optim.lr_g": {"dist": "uniform", "low": 1e-3, "high": 1e-4}}}, "low 0.001 must be below high 0.0001"),
+    ({"params": {"optim.lr_g": {"dist": "loguniform", "low": -1, "high": 1e-3}}}, "loguniform bounds must be positive"),
+    ({"params": {"loss.gp_weight": {"dist": "uniform", "low": 1, "high": 5, "when": {"loss.kindd": "wgan-gp"}}}},
+     "condition on a missing key 'loss.kindd'"),
+    ({"params": {"train.n_d": {"dist": "choice", "values": [0, 1]}}}, "train.n_d: 0 is invalid"),
+    ({"params": {}}, "the space is empty"),
+])
+def test_bad_spaces_fail_before_ray_with_one_line(tmp_path, edit, message):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"metric": "fid", "mode": "min", **edit}))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_space(p, presets.ring8())
+
+
+def test_bad_cli_input_exits_2_before_ray_starts(tmp_path, capsys):
+    assert main(["tune", "--preset", "ring8", "--space", "tune_spaces/ring8.yaml", "--trials", "0"]) == 2
+    assert "--trials 0" in capsys.readouterr().err
+    assert main(["tune", "--resume", str(tmp_path)]) == 2
+    assert f"{JOB_FILE} missing" in capsys.readouterr().err
+
+
+def test_shipped_spaces_validate_and_concurrency_follows_resources():
+    for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8")):
+        space = load_space(f"tune_spaces/{name}.yaml", presets.get(preset))
+        assert space.params
+    cfg = presets.mnist().with_overrides({"scaling.num_workers": 2})
+    assert max_concurrent_trials(cfg, {"CPU": 2}) == 1  # one CPU stays free for Ray Data
+    assert max_concurrent_trials(cfg, {"CPU": 9}) == 4
+    gpu = cfg.with_overrides({"scaling.use_gpu": True, "scaling.gpus_per_worker": 1.0})
+    assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8}) == 4
