@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -58,9 +57,9 @@ def cmd_train(a: argparse.Namespace) -> None:
         out = Path(a.out)
         cfg = config_mod.load(a.preset, a.config, a.set)
     if cfg.scaling.num_workers:
-        from distgan.local import train_ray
+        from distgan import launch
 
-        best = train_ray(cfg, out, a.storage, resume=bool(a.resume), force=a.force)
+        best = launch.run(cfg, out, a.storage, resume=bool(a.resume), force=a.force)
     else:
         best = train_local(cfg, out, resume=bool(a.resume), force=a.force, progress=not a.no_progress,
                            device=a.device)
@@ -70,54 +69,23 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    import time
-
     from distgan import tune
-    from distgan.local import resolve_data
 
     if a.resume:
         job = tune.JobSpec.load(a.resume)
-        job.space()  # the stored space still validates
     else:
         if not a.space:
             raise config_mod.ConfigError("tune: --space FILE is required (or --resume EXPERIMENT_PATH)")
-        if a.trials < 1:
-            raise config_mod.ConfigError(f"--trials {a.trials}: need at least 1 trial")
-        if a.scheduler not in tune.SCHEDULERS:
-            raise config_mod.ConfigError(f"--scheduler {a.scheduler}: expected one of {tune.SCHEDULERS}")
         sets = [*a.set, f"scaling.num_workers={a.workers_per_trial}"]
         if a.gpus_per_worker:
             sets += ["scaling.use_gpu=true", f"scaling.gpus_per_worker={a.gpus_per_worker}"]
-        base = config_mod.load(a.preset, a.config, sets)
-        space = tune.load_space(a.space, base)
-        storage = str(Path(a.storage or "outputs/tune").resolve()) if "://" not in (a.storage or "") else a.storage
-        name = a.name or f"{Path(a.space).stem}-{a.preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (Path(storage) / name / tune.JOB_FILE).exists():
-            raise FileExistsError(f"{Path(storage) / name}: a tuning job exists there (use --resume)")
-        data_dir = resolve_data(base, Path(storage) / name)
-        job = tune.JobSpec(name=name, storage=storage, base=base.to_dict(), space_path=str(a.space),
-                           space_text=Path(a.space).read_text(), data_dir=str(data_dir), trials=a.trials,
-                           scheduler=a.scheduler, grace_period=a.grace_period, reduction_factor=a.reduction_factor,
-                           max_concurrent=0, seed=a.seed, meta={"preset": a.preset or ""})
-    import ray
-
-    from distgan.launch import check_resources
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    base = config_mod.RunConfig.from_dict(job.base)
-    check_resources(base)
-    if not a.resume:
-        job.max_concurrent = a.max_concurrent or tune.max_concurrent_trials(base, ray.cluster_resources())
-        job.save()
-    print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
-          f"{job.max_concurrent} at a time, results in {job.experiment_dir}", flush=True)
+        job = tune.new_job(config_mod.load(a.preset, a.config, sets), a.space, a.trials, a.storage, a.name,
+                           a.scheduler, a.grace_period, a.reduction_factor, a.seed, a.preset or "")
     try:
-        tune.run_job(job, restore=bool(a.resume))
+        tune.start(job, resume=bool(a.resume), max_concurrent=a.max_concurrent)
     except (KeyboardInterrupt, tune.JobInterrupted):
         print(f"interrupted: resume with  distgan tune --resume {job.experiment_dir}", file=sys.stderr)
         raise KeyboardInterrupt from None
-    print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
 
 
 def cmd_detector_train(a: argparse.Namespace) -> None:

@@ -4,7 +4,9 @@ Parquet, real-data statistics are computed once on the driver and shared by refe
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from distgan import checkpoint
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import DatasetInfo, inspect
+from distgan.local import CONFIG_FILE, RAY_SNAPSHOT, resolve_data
 from distgan.loop import format_eval, sample_shape
 from distgan.metrics import detectors
 from distgan.metrics.evaluate import protocol
@@ -115,3 +119,29 @@ def fit(cfg: RunConfig, data_dir: str | Path, storage: str, name: str) -> ray.tr
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     check_resources(cfg)
     return build_trainer(cfg, data_dir, storage, name).fit()
+
+
+def run(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: bool = False,
+        force: bool = False) -> dict:
+    """The same run on cfg.scaling.num_workers Ray Train workers; Ray keeps the checkpoints
+    (the best by FID) under storage/<out name>. An existing run there is resumed by Ray."""
+    out = Path(out).resolve()
+    if cfg.data.path:
+        inspect(cfg.data.path)
+    snapshot = out / RAY_SNAPSHOT
+    if snapshot.exists() and not resume:
+        if not force:
+            raise FileExistsError(f"{out}: already holds a run (--resume {out} continues it, --force replaces it)")
+        snapshot.unlink()
+        for old in out.glob("step_*"):
+            shutil.rmtree(old)
+    elif resume and not snapshot.exists():
+        raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run there ({RAY_SNAPSHOT} missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    data_dir = resolve_data(cfg, out)
+    result = fit(cfg, data_dir, storage or str(out.parent), out.name)
+    if result.error:
+        raise result.error
+    ckpt, metrics = best_checkpoint(result, f"fid{protocol(cfg.eval.num_samples)}")
+    return {"checkpoint": ckpt.path, "metrics": metrics}

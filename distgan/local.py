@@ -17,7 +17,6 @@ from distgan.data.reader import epoch_batches, load_all
 from distgan.data.schema import DataError, inspect
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, format_eval, save_samples, train
-from distgan.metrics.evaluate import protocol
 
 CKPT_DIR, SAMPLES_DIR, METRICS_FILE, BEST_FILE, CONFIG_FILE = (
     "checkpoints", "samples", "metrics.jsonl", "best.json", "config.json")
@@ -116,30 +115,3 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
     train(engine, batches, cfg, ctx, on_eval, progress=progress, history=history)
     return best
 
-
-def train_ray(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: bool = False,
-              force: bool = False) -> dict:
-    """The same run on cfg.scaling.num_workers Ray Train workers; Ray keeps the checkpoints
-    (the best by FID) under storage/<out name>. An existing run there is resumed by Ray."""
-    from distgan.launch import best_checkpoint, fit
-
-    out = Path(out).resolve()
-    if cfg.data.path:
-        inspect(cfg.data.path)
-    snapshot = out / RAY_SNAPSHOT
-    if snapshot.exists() and not resume:
-        if not force:
-            raise FileExistsError(f"{out}: already holds a run (--resume {out} continues it, --force replaces it)")
-        snapshot.unlink()
-        for old in out.glob("step_*"):
-            shutil.rmtree(old)
-    elif resume and not snapshot.exists():
-        raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run there ({RAY_SNAPSHOT} missing)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    data_dir = resolve_data(cfg, out)
-    result = fit(cfg, data_dir, storage or str(out.parent), out.name)
-    if result.error:
-        raise result.error
-    ckpt, metrics = best_checkpoint(result, f"fid{protocol(cfg.eval.num_samples)}")
-    return {"checkpoint": ckpt.path, "metrics": metrics}

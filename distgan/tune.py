@@ -13,11 +13,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 import ray.tune
 import yaml
 from ray.tune import PlacementGroupFactory
@@ -266,6 +269,46 @@ def build_tuner(job: JobSpec, restore: bool = False) -> ray.tune.Tuner:
 
 class JobInterrupted(Exception):
     """Tune stopped on Ctrl-C (it saves the job and returns instead of raising)."""
+
+
+def new_job(base: RunConfig, space_path: str, trials: int, storage: str | None, name: str | None, scheduler: str,
+            grace_period: int, reduction_factor: int, seed: int, preset: str) -> JobSpec:
+    """Validate everything a job needs before Ray starts; the data is prepared into the job."""
+    from distgan.local import resolve_data
+
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: need at least 1 trial")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler {scheduler}: expected one of {SCHEDULERS}")
+    load_space(space_path, base)
+    storage = storage if storage and "://" in storage else str(Path(storage or "outputs/tune").resolve())
+    name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (Path(storage) / name / JOB_FILE).exists():
+        raise FileExistsError(f"{Path(storage) / name}: a tuning job exists there (use --resume)")
+    data_dir = resolve_data(base, Path(storage) / name)
+    return JobSpec(name=name, storage=storage, base=base.to_dict(), space_path=str(space_path),
+                   space_text=Path(space_path).read_text(), data_dir=str(data_dir), trials=trials,
+                   scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
+                   max_concurrent=0, seed=seed, meta={"preset": preset})
+
+
+def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[dict[str, Any]]:
+    """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job."""
+    from distgan.launch import check_resources
+
+    job.space()  # a resumed job's stored space still validates
+    base = RunConfig.from_dict(job.base)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    check_resources(base)
+    if not resume:
+        job.max_concurrent = max_concurrent or max_concurrent_trials(base, ray.cluster_resources())
+        job.save()
+    print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
+          f"{job.max_concurrent} at a time, results in {job.experiment_dir}", flush=True)
+    rows = run_job(job, restore=resume)
+    print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
+    return rows
 
 
 def run_job(job: JobSpec, restore: bool = False) -> list[dict[str, Any]]:

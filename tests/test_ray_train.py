@@ -116,3 +116,19 @@ def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_
         check_storage("/proc/distgan")
     assert check_storage("s3://bucket/runs") == "s3://bucket/runs"
     assert check_storage(str(tmp_path / "new")) == str(tmp_path / "new")
+
+
+@pytest.mark.timeout(300)
+def test_train_command_with_workers_prints_evaluations_and_guards_the_run(ray_session, mnist_dir, tmp_path, capsys):
+    from distgan.cli import main
+
+    args = ["train", "--preset", "mnist_smoke", "--workers", "2", "--out", str(tmp_path / "run"),
+            "--set", f"data.path={mnist_dir}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"best checkpoint: {tmp_path / 'run'}/step_00000" in out
+    assert (tmp_path / "run" / "step_0000020" / "state.pt").is_file()
+    assert main(args) == 2  # an existing run is not overwritten
+    assert "--force" in capsys.readouterr().err
+    assert main(["train", "--preset", "mnist_smoke", "--workers", "8", "--out", str(tmp_path / "other")]) == 2
+    assert "Ray has 2" in capsys.readouterr().err
