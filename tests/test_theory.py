@@ -6,7 +6,6 @@ D* = p_r / (p_r + p_g); when p_g = p_r, D* = 1/2 and V(D*, G) = -log 4 (JS diver
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
