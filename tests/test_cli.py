@@ -91,3 +91,13 @@ def test_data_prepare_command(tmp_path, capsys):
     assert "wrote 4000 rows" in capsys.readouterr().out
     assert main(["data", "prepare", "ring8", "--out", str(tmp_path / "ring")]) == 2
     _one_error_line(capsys, "--force")
+
+
+def test_fid_of_a_checkpoint_matches_the_evaluation_that_wrote_it(smoke_run, mnist_dir, capsys):
+    out, _ = smoke_run
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert main(["fid", "--real", str(mnist_dir), "--fake", str(out / "checkpoints" / "step_0000020"),
+                 "--n", "500", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fid500"] == pytest.approx(logged["fid500"], rel=1e-9)
+    assert result["classes_covered"] == logged["classes_covered"]
