@@ -31,6 +31,7 @@ from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, train
+from distgan.metrics.evaluate import fid_name
 from distgan.tune import OBJECTIVE, load_space
 
 GRID = {"optim.lr_g": [3e-4, 1e-3], "optim.lr_d": [3e-4, 1e-3], "train.n_d": [1, 2], "loss.kind": ["ns", "hinge"]}
@@ -66,7 +67,7 @@ def main() -> None:
     a = p.parse_args()
     base = presets.ring8().with_overrides({"train.steps": a.steps, "train.eval_every": a.eval_every,
                                            "stop.saturation_evals": 0})
-    fid_key = f"fid{base.eval.num_samples // 1000}k"
+    fid_key = fid_name(base.eval.num_samples)
     max_t = a.steps // a.eval_every
     n_configs = len(list(itertools.product(*GRID.values())))
     with tempfile.TemporaryDirectory() as tmp:

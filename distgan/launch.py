@@ -19,10 +19,8 @@ from distgan import checkpoint
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import DatasetInfo, inspect
 from distgan.local import CONFIG_FILE, RAY_SNAPSHOT, resolve_data
-from distgan.loop import format_eval, sample_shape
-from distgan.metrics import detectors
-from distgan.metrics.evaluate import protocol
-from distgan.metrics.stats import real_stats
+from distgan.loop import eval_context, format_eval
+from distgan.metrics.evaluate import fid_name
 from distgan.worker import TRAIN_DATASET, decode_batch, fault_from_env, train_loop_per_worker
 
 
@@ -88,16 +86,14 @@ def best_checkpoint(result: ray.train.Result, fid_key: str) -> tuple[ray.train.C
 def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, meta: dict | None = None,
                   callbacks: list | None = None, prefix: str = "") -> TorchTrainer:
     info: DatasetInfo = inspect(data_dir)
-    det = detectors.build(cfg.eval.detector, sample_shape(info), device="cpu")
-    real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
-                      allow_repeat=info.num_rows < cfg.eval.num_samples)
+    real = eval_context(cfg, data_dir, info, "cpu").real
     info_dict = dataclasses.asdict(info)
     ray.data.DataContext.get_current().enable_progress_bars = False
     task_cpus = cfg.scaling.data_cpus_per_task
     ds = ray.data.read_parquet(list(info.files), columns=["image", "label"], num_cpus=task_cpus).map_batches(
         decode_batch, fn_kwargs={"info": info_dict}, batch_format="numpy", num_cpus=task_cpus
     ).randomize_block_order(seed=cfg.train.seed)
-    fid_key = f"fid{protocol(cfg.eval.num_samples)}"
+    fid_key = fid_name(cfg.eval.num_samples)
     run_config = ray.train.RunConfig(
         name=name, storage_path=storage, callbacks=[EvalPrinter(fid_key, prefix), *(callbacks or [])],
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -143,5 +139,5 @@ def run(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: boo
     result = fit(cfg, data_dir, storage or str(out.parent), out.name)
     if result.error:
         raise result.error
-    ckpt, metrics = best_checkpoint(result, f"fid{protocol(cfg.eval.num_samples)}")
+    ckpt, metrics = best_checkpoint(result, fid_name(cfg.eval.num_samples))
     return {"checkpoint": ckpt.path, "metrics": metrics}

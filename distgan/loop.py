@@ -14,12 +14,12 @@ import torch
 from tqdm import tqdm
 
 from distgan.config import RunConfig
-from distgan.data.prepare import mixture_centres
+from distgan.data.prepare import mixture_modes
 from distgan.data.schema import DatasetInfo
 from distgan.distributed import broadcast_buffers
 from distgan.engine import GANEngine
 from distgan.metrics import detectors
-from distgan.metrics.evaluate import EVAL_SEED, evaluate, fixed_latents, protocol
+from distgan.metrics.evaluate import EVAL_SEED, evaluate, fid_name, fixed_latents
 from distgan.metrics.stats import RealStats, real_stats
 from distgan.plots import save_image_grid, save_points
 from distgan.stopping import stop_reason
@@ -36,7 +36,7 @@ class EvalContext:
 
     @property
     def fid_key(self) -> str:
-        return f"fid{protocol(self.num_samples)}"
+        return fid_name(self.num_samples)
 
 
 def sample_shape(info: DatasetInfo) -> tuple[int, ...]:
@@ -50,7 +50,7 @@ def eval_context(cfg: RunConfig, data_dir: str | Path, info: DatasetInfo, device
     if real is None:
         real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
                           allow_repeat=info.num_rows < cfg.eval.num_samples)
-    mixture = mixture_centres(info.name) if info.name in ("ring8", "grid25") else None
+    mixture = mixture_modes(info.name)
     return EvalContext(det, real, mixture, cfg.eval.num_samples)
 
 

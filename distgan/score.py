@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from distgan import checkpoint
-from distgan.data.prepare import mixture_centres
+from distgan.data.prepare import mixture_modes
 from distgan.data.schema import inspect
 from distgan.engine import GANEngine
 from distgan.metrics import detectors
-from distgan.metrics.evaluate import compute_metrics, evaluate, protocol
+from distgan.metrics.evaluate import compute_metrics, evaluate, fid_name
 from distgan.metrics.stats import real_stats
 
 
@@ -22,7 +22,7 @@ def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2
     shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
     det = detectors.build(detector, shape, device=dev)
     ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, progress=progress)
-    mixture = mixture_centres(info.name) if info.name in ("ring8", "grid25") else None
+    mixture = mixture_modes(info.name)
     if checkpoint.is_checkpoint(fake):
         state, cfg, _ = checkpoint.load(fake, map_location=dev)
         engine = GANEngine.from_config(cfg, dev)
@@ -33,4 +33,4 @@ def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2
         other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=1, progress=progress)
         metrics = compute_metrics(other.features, other.pred if det.has_classes else None, ref, det,
                                   mixture=mixture)
-    return {"detector": det.id, "n": n, "protocol": f"fid{protocol(n)}", **metrics}
+    return {"detector": det.id, "n": n, "protocol": fid_name(n), **metrics}

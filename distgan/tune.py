@@ -31,7 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from distgan.config import ConfigError, RunConfig
-from distgan.metrics.evaluate import protocol
+from distgan.metrics.evaluate import fid_name
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 OBJECTIVE = "fid_best"
@@ -161,10 +161,6 @@ def max_concurrent_trials(cfg: RunConfig, resources: dict[str, float]) -> int:
     return max(1, fit)
 
 
-def trial_fid_key(cfg: RunConfig) -> str:
-    return f"fid{protocol(cfg.eval.num_samples)}"
-
-
 def evals_budget(cfg: RunConfig) -> int:
     return math.ceil(cfg.train.steps / cfg.train.eval_every)
 
@@ -246,9 +242,8 @@ def build_scheduler(job: JobSpec, max_t: int):
     return FIFOScheduler()
 
 
-def build_tuner(job: JobSpec, restore: bool = False) -> ray.tune.Tuner:
+def build_tuner(job: JobSpec, space: SearchSpace, restore: bool = False) -> ray.tune.Tuner:
     base = RunConfig.from_dict(job.base)
-    space = job.space()
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, job=job.__dict__),
                                         trial_resources())
     if restore:
@@ -296,7 +291,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[d
     """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job."""
     from distgan.launch import check_resources
 
-    job.space()  # a resumed job's stored space still validates
+    space = job.space()  # a resumed job's stored space still validates, before Ray starts
     base = RunConfig.from_dict(job.base)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
@@ -306,21 +301,20 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[d
         job.save()
     print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
           f"{job.max_concurrent} at a time, results in {job.experiment_dir}", flush=True)
-    rows = run_job(job, restore=resume)
+    rows = run_job(job, space, restore=resume)
     print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
     return rows
 
 
-def run_job(job: JobSpec, restore: bool = False) -> list[dict[str, Any]]:
+def run_job(job: JobSpec, space: SearchSpace, restore: bool = False) -> list[dict[str, Any]]:
     """Fit (or resume) the job, then print the trial table and write CSV and plots beside it."""
     from distgan import report
 
-    space = job.space()
     base = RunConfig.from_dict(job.base)
-    results = build_tuner(job, restore).fit()
+    results = build_tuner(job, space, restore).fit()
     if results.num_terminated + results.num_errors < job.trials:
         raise JobInterrupted(f"{results.num_terminated + results.num_errors} of {job.trials} trials ended")
-    fid_key = trial_fid_key(base)
+    fid_key = fid_name(base.eval.num_samples)
     rows = report.trial_rows(results, fid_key, evals_budget(base))
     keys = [p.key for p in space.params]
     out = job.experiment_dir

@@ -79,6 +79,11 @@ def mixture_centres(kind: str) -> tuple[np.ndarray, float]:
     raise DataError(f"{kind!r}: unknown mixture, expected ring8 or grid25")
 
 
+def mixture_modes(name: str) -> tuple[np.ndarray, float] | None:
+    """(centres, std) when the data set named `name` is one of the 2-D mixtures, else None."""
+    return mixture_centres(name) if name in ("ring8", "grid25") else None
+
+
 def mixture_arrays(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     centres, std = mixture_centres(kind)
     rng = np.random.default_rng(seed)

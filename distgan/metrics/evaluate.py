@@ -31,6 +31,11 @@ def protocol(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
+def fid_name(n: int) -> str:
+    """The FID metric of the n-sample protocol: every place that reads or writes it uses this."""
+    return f"fid{protocol(n)}"
+
+
 def fixed_latents(n: int, z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Latents for evaluation; conditional models get balanced labels (i mod K)."""
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
@@ -46,7 +51,7 @@ def compute_metrics(fake: np.ndarray, fake_pred: np.ndarray | None, real: RealSt
     p = protocol(n)
     mu, sigma = feature_stats(fake)
     kid_mean, kid_std = kid(real.features, fake, num_subsets=kid_subsets)
-    out = {f"fid{p}": frechet_distance(mu, sigma, real.mu, real.sigma),
+    out = {fid_name(n): frechet_distance(mu, sigma, real.mu, real.sigma),
            f"kid{p}": kid_mean, f"kid{p}_std": kid_std,
            **prdc(real.features, fake, k=prdc_k)}
     if fake_pred is not None and detector.has_classes:
@@ -80,5 +85,5 @@ def evaluate(generator: torch.nn.Module, n: int, batch: int, detector: Detector,
         feats = gather(feats)
         preds = gather(preds) if preds is not None else None
     if not np.isfinite(feats).all():
-        return {f"fid{protocol(n)}": DIVERGED_FID, "diverged": 1.0}
+        return {fid_name(n): DIVERGED_FID, "diverged": 1.0}
     return {**compute_metrics(feats, preds, real, detector, mixture=mixture), "diverged": 0.0}
