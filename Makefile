@@ -4,9 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= outputs/demo
 
-.PHONY: demo test setup clean
+.PHONY: demo test ui setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +15,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# RESUME=outputs/tune/<job> continues an interrupted demo
 demo: $(STAMP)
-	$(BIN)/distgan train --preset mnist --out $(DEMO_OUT) --force
+	$(BIN)/distgan demo $(if $(RESUME),--resume $(RESUME))
+
+ui: $(STAMP)
+	$(BIN)/distgan ui
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

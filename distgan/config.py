@@ -18,6 +18,7 @@ LOSS_KINDS = ("ns", "minimax", "hinge", "wgan-gp")
 BUILTIN_DATA = ("mnist-embedded", "ring8", "grid25")
 DETECTORS = ("auto", "lenet-mnist", "inception", "coords")
 DCGAN_RESOLUTIONS = (28, 32, 64)
+PLACEMENT = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class ConfigError(ValueError):
@@ -165,8 +166,14 @@ class ScalingConfig:
     """CPUs each run leaves free for Ray Data (its file-listing task takes a whole CPU):
     runs and trials that would leave less are refused or not started, never left to hang."""
     max_failures: int = 0
+    placement_strategy: str = "PACK"
+    """How a run's workers are placed (Ray placement groups): PACK on few nodes, SPREAD over many."""
+    shared_storage: bool = False
+    """The local storage path is mounted on every node (NFS): needed to use one on a multi-node cluster."""
 
     def validate(self) -> None:
+        _check(self.placement_strategy in PLACEMENT, "scaling.placement_strategy", self.placement_strategy,
+               f"one of {PLACEMENT}")
         _check(self.num_workers >= 0, "scaling.num_workers", self.num_workers, ">= 0")
         _check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "> 0")
         _check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "> 0")

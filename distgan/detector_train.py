@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.data.reader import load_all
-from distgan.metrics.detectors import _file_hash
+from distgan.metrics.detectors import file_sha256
 from distgan.models.lenet import LeNet
 
 
@@ -52,7 +52,7 @@ def train_lenet(data_dir: str | Path, out: str | Path, epochs: int = 12, seed: i
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out)
     card = {"heldout_accuracy": round(acc, 4), "heldout_size": n_val, "train_size": len(tr), "epochs": epochs,
-            "seed": seed, "sha256_12": _file_hash(out), "command": command,
+            "seed": seed, "sha256_12": file_sha256(out)[:12], "command": command,
             "torch": torch.__version__}
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -38,6 +38,15 @@ def all_gather_rows(arr: np.ndarray) -> np.ndarray:
     return torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).cpu().numpy()
 
 
+def all_gather_object(obj: object) -> list:
+    """Every rank's small picklable object, in rank order (e.g. the node each rank runs on)."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

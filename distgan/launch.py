@@ -21,7 +21,11 @@ from distgan.data.schema import DatasetInfo, inspect
 from distgan.local import CONFIG_FILE, RAY_SNAPSHOT, resolve_data
 from distgan.loop import eval_context, format_eval
 from distgan.metrics.evaluate import fid_name
+from distgan.tracking import RunLog
 from distgan.worker import TRAIN_DATASET, decode_batch, fault_from_env, train_loop_per_worker
+
+
+STORAGE_ENV = "DISTGAN_STORAGE"  # the cluster's shared checkpoint store (cluster/*.yaml set it)
 
 
 def check_resources(cfg: RunConfig) -> None:
@@ -60,10 +64,25 @@ def check_storage(storage: str) -> str:
     return str(path)
 
 
+def check_multinode(cfg: RunConfig, storage: str, mlflow_uri: str = "") -> None:
+    """What every node must reach on a multi-node cluster: checkpoints (a local path only when
+    marked as mounted everywhere) and the MLflow store (a server, not this node's SQLite file)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    if "://" not in storage and not cfg.scaling.shared_storage:
+        raise ConfigError(f"--storage {storage}: a local path on a {len(nodes)}-node cluster; use s3://, gs:// or "
+                          "an NFS path every node mounts, marked with --shared-storage")
+    if mlflow_uri.startswith("sqlite:"):
+        raise ConfigError(f"--mlflow-uri {mlflow_uri}: a file on this node, out of reach of the other "
+                          f"{len(nodes) - 1} node(s); give an http(s) MLflow server")
+
+
 def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
-    return ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources)
+    return ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
+                                   placement_strategy=s.placement_strategy)
 
 
 class EvalPrinter(ray.train.UserCallback):
@@ -84,7 +103,7 @@ def best_checkpoint(result: ray.train.Result, fid_key: str) -> tuple[ray.train.C
 
 
 def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, meta: dict | None = None,
-                  callbacks: list | None = None, prefix: str = "") -> TorchTrainer:
+                  callbacks: list | None = None, prefix: str = "", run_log: RunLog | None = None) -> TorchTrainer:
     info: DatasetInfo = inspect(data_dir)
     real = eval_context(cfg, data_dir, info, "cpu").real
     info_dict = dataclasses.asdict(info)
@@ -102,23 +121,25 @@ def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str,
                                                      checkpoint_score_attribute=fid_key,
                                                      checkpoint_score_order="min"))
     config = {"run": cfg.to_dict(), "data_info": info_dict, "real_stats": ray.put(real), "fault": fault_from_env(),
-              "meta": meta or {}}
+              "meta": meta or {}, "run_log": dataclasses.asdict(run_log) if run_log else None}
     return TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling_config(cfg),
                         run_config=run_config, datasets={TRAIN_DATASET: ds})
 
 
-def fit(cfg: RunConfig, data_dir: str | Path, storage: str, name: str) -> ray.train.Result:
+def fit(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, run_log: RunLog | None = None
+        ) -> ray.train.Result:
     if cfg.scaling.num_workers < 1:
         raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
     storage = check_storage(storage)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     check_resources(cfg)
-    return build_trainer(cfg, data_dir, storage, name).fit()
+    check_multinode(cfg, storage, cfg.tracking.mlflow_uri)
+    return build_trainer(cfg, data_dir, storage, name, run_log=run_log).fit()
 
 
 def run(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: bool = False,
-        force: bool = False) -> dict:
+        force: bool = False, run_log: RunLog | None = None) -> dict:
     """The same run on cfg.scaling.num_workers Ray Train workers; Ray keeps the checkpoints
     (the best by FID) under storage/<out name>. An existing run there is resumed by Ray."""
     out = Path(out).resolve()
@@ -136,7 +157,7 @@ def run(cfg: RunConfig, out: str | Path, storage: str | None = None, resume: boo
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     data_dir = resolve_data(cfg, out)
-    result = fit(cfg, data_dir, storage or str(out.parent), out.name)
+    result = fit(cfg, data_dir, storage or os.environ.get(STORAGE_ENV) or str(out.parent), out.name, run_log)
     if result.error:
         raise result.error
     ckpt, metrics = best_checkpoint(result, fid_name(cfg.eval.num_samples))

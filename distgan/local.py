@@ -17,6 +17,7 @@ from distgan.data.reader import epoch_batches, load_all
 from distgan.data.schema import DataError, inspect
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, format_eval, save_samples, train
+from distgan.tracking import RunLog
 
 CKPT_DIR, SAMPLES_DIR, METRICS_FILE, BEST_FILE, CONFIG_FILE = (
     "checkpoints", "samples", "metrics.jsonl", "best.json", "config.json")
@@ -76,7 +77,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, force: bool) -> Non
 
 
 def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bool = False,
-                progress: bool = True, device: str | None = None) -> dict:
+                progress: bool = True, device: str | None = None, run_log: RunLog | None = None) -> dict:
     """Run (or resume) a training; returns the best evaluation's metrics."""
     out = Path(out)
     if cfg.data.path:
@@ -98,7 +99,9 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
 
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
-        save_samples(engine, cfg, out / SAMPLES_DIR / f"step_{step:07d}.png", reference)
+        grid = save_samples(engine, cfg, out / SAMPLES_DIR / f"step_{step:07d}.png", reference)
+        if run_log is not None:
+            run_log.log(metrics, step, grid)
         ckpt = checkpoint.save(out / CKPT_DIR / f"step_{step:07d}", engine.state_dict(), cfg, metrics)
         with open(out / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")

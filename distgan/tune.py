@@ -10,10 +10,12 @@ trial reports as `stop_reason`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,9 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
+from distgan import tracking
 from distgan.config import ConfigError, RunConfig
+from distgan.launch import STORAGE_ENV
 from distgan.metrics.evaluate import fid_name
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -181,6 +185,8 @@ class JobSpec:
     max_concurrent: int
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
+    mlflow_uri: str = ""
+    experiment: str = ""
 
     @property
     def experiment_dir(self) -> Path:
@@ -205,17 +211,46 @@ class JobSpec:
         return space
 
 
-def trial_driver(params: dict[str, Any], job: dict[str, Any]) -> None:
+def trial_driver(params: dict[str, Any], job: dict[str, Any], parent: dict[str, str]) -> None:
     """One Tune trial: a TorchTrainer run named for the trial id (stable across resume, so an
-    interrupted trial continues from its own checkpoints)."""
+    interrupted trial continues from its own checkpoints and its own MLflow child run)."""
     from distgan.launch import build_trainer
 
     cfg = RunConfig.from_dict(job["base"]).with_overrides(params)
     trial_id = ray.tune.get_context().get_trial_id()
+    c = tracking.client(parent["uri"])
+    run_id = tracking.open_run(c, parent["experiment_id"], {tracking.PARENT: parent["run_id"],
+                               tracking.KIND: "trial", tracking.TRIAL: trial_id}, f"trial-{trial_id}", cfg.flat())
     trainer = build_trainer(cfg, job["data_dir"], str(Path(job["storage"]) / job["name"] / "train"),
-                            f"trial-{trial_id}", meta={"trial_id": trial_id}, callbacks=[TuneReportCallback()],
-                            prefix=f"[{trial_id}] ")
-    trainer.fit()
+                            f"trial-{trial_id}", meta={"trial_id": trial_id, "mlflow_run_id": run_id},
+                            callbacks=[TuneReportCallback()], prefix=f"[{trial_id}] ",
+                            run_log=tracking.RunLog(parent["uri"], run_id))
+    try:
+        with stable_cwd():
+            trainer.fit()
+    except BaseException:
+        tracking.end_run(c, run_id, "FAILED")
+        raise
+    tracking.end_run(c, run_id, "FINISHED")
+
+
+@contextlib.contextmanager
+def stable_cwd():
+    """Run Tune and Train from a directory nothing deletes, then return by path. Seen with
+    Ray 2.60: in a job submitted with a working_dir, each new runtime env on a node
+    re-extracts the job's package over the old copy, so a process whose cwd is that copy
+    finds it gone and Ray's own path handling (os.path.abspath) raises FileNotFoundError."""
+    try:
+        old = os.getcwd()
+    except FileNotFoundError:  # already re-extracted under us
+        old = None
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(old)
 
 
 class StopReasonStopper(Stopper):
@@ -242,9 +277,9 @@ def build_scheduler(job: JobSpec, max_t: int):
     return FIFOScheduler()
 
 
-def build_tuner(job: JobSpec, space: SearchSpace, restore: bool = False) -> ray.tune.Tuner:
+def build_tuner(job: JobSpec, space: SearchSpace, parent: dict[str, str], restore: bool = False) -> ray.tune.Tuner:
     base = RunConfig.from_dict(job.base)
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, job=job.__dict__),
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, job=job.__dict__, parent=parent),
                                         trial_resources())
     if restore:
         return ray.tune.Tuner.restore(str(job.experiment_dir), trainable=trainable, resume_unfinished=True,
@@ -276,42 +311,73 @@ def new_job(base: RunConfig, space_path: str, trials: int, storage: str | None, 
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler}: expected one of {SCHEDULERS}")
     load_space(space_path, base)
-    storage = storage if storage and "://" in storage else str(Path(storage or "outputs/tune").resolve())
+    storage = storage or os.environ.get(STORAGE_ENV) or "outputs/tune"
+    storage = storage if "://" in storage else str(Path(storage).resolve())
     name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (Path(storage) / name / JOB_FILE).exists():
         raise FileExistsError(f"{Path(storage) / name}: a tuning job exists there (use --resume)")
+    uri = tracking.check_uri(base.tracking.mlflow_uri or tracking.default_uri())
     data_dir = resolve_data(base, Path(storage) / name)
     return JobSpec(name=name, storage=storage, base=base.to_dict(), space_path=str(space_path),
                    space_text=Path(space_path).read_text(), data_dir=str(data_dir), trials=trials,
                    scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
-                   max_concurrent=0, seed=seed, meta={"preset": preset})
+                   max_concurrent=0, seed=seed, meta={"preset": preset}, mlflow_uri=uri,
+                   experiment=base.tracking.experiment or tracking.DEFAULT_EXPERIMENT)
 
 
 def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[dict[str, Any]]:
-    """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job."""
-    from distgan.launch import check_resources
+    """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job under
+    its MLflow parent run (continued on resume)."""
+    from distgan.launch import check_multinode, check_resources
 
     space = job.space()  # a resumed job's stored space still validates, before Ray starts
     base = RunConfig.from_dict(job.base)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     check_resources(base)
+    check_multinode(base, job.storage, job.mlflow_uri)
     if not resume:
         job.max_concurrent = max_concurrent or max_concurrent_trials(base, ray.cluster_resources())
         job.save()
-    print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
-          f"{job.max_concurrent} at a time, results in {job.experiment_dir}", flush=True)
-    rows = run_job(job, space, restore=resume)
+    with tracking.served(job.mlflow_uri) as uri:
+        c = tracking.client(uri)
+        exp_id = tracking.experiment_id(c, job.experiment)
+        parent = {"uri": uri, "experiment_id": exp_id, "run_id": open_parent_run(c, exp_id, job, space)}
+        print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
+              f"{job.max_concurrent} at a time, results in {job.experiment_dir}, MLflow {job.mlflow_uri} "
+              f"(experiment {job.experiment!r}, parent run {parent['run_id']})", flush=True)
+        try:
+            rows = run_job(job, space, parent, restore=resume)
+        except BaseException:
+            tracking.kill_running_children(c, exp_id, parent["run_id"])
+            tracking.end_run(c, parent["run_id"], "KILLED")
+            raise
     print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
     return rows
 
 
-def run_job(job: JobSpec, space: SearchSpace, restore: bool = False) -> list[dict[str, Any]]:
-    """Fit (or resume) the job, then print the trial table and write CSV and plots beside it."""
+def open_parent_run(c, exp_id: str, job: JobSpec, space: SearchSpace) -> str:
+    tags = {tracking.KIND: "tuning-job", tracking.JOB: job.name}
+    run_id = tracking.open_run(c, exp_id, tags, job.name, params={
+        "space": Path(job.space_path).name, "trials": job.trials, "scheduler": job.scheduler,
+        "grace_period": job.grace_period, "reduction_factor": job.reduction_factor,
+        "max_concurrent": job.max_concurrent, "seed": job.seed, "searched": ",".join(p.key for p in space.params)})
+    for k, v in {"space_file": job.space_path, "preset": job.meta.get("preset", ""), "git_commit": tracking.git_commit(),
+                 "storage": str(job.experiment_dir), "data_dir": job.data_dir,
+                 "ray_job_id": os.environ.get(tracking.RAY_JOB_ENV, "")}.items():
+        if v:
+            c.set_tag(run_id, k, v)
+    return run_id
+
+
+def run_job(job: JobSpec, space: SearchSpace, parent: dict[str, str], restore: bool = False) -> list[dict[str, Any]]:
+    """Fit (or resume) the job, then print the trial table, write CSV and plots beside it, and
+    give every child run its final status and the parent run the job's summary."""
     from distgan import report
 
     base = RunConfig.from_dict(job.base)
-    results = build_tuner(job, space, restore).fit()
+    with stable_cwd():
+        results = build_tuner(job, space, parent, restore).fit()
     if results.num_terminated + results.num_errors < job.trials:
         raise JobInterrupted(f"{results.num_terminated + results.num_errors} of {job.trials} trials ended")
     fid_key = fid_name(base.eval.num_samples)
@@ -319,10 +385,10 @@ def run_job(job: JobSpec, space: SearchSpace, restore: bool = False) -> list[dic
     keys = [p.key for p in space.params]
     out = job.experiment_dir
     print(report.format_table(rows, fid_key, keys))
-    report.write_csv(rows, out / "trials.csv", keys)
-    report.plot_fid_curves(rows, fid_key, out / "fid_curves.png")
-    report.plot_optuna(report.optuna_study(rows, {p.key: p.distribution() for p in space.params}), out)
+    files = [report.write_csv(rows, out / "trials.csv", keys), report.plot_fid_curves(rows, fid_key, out / "fid_curves.png"),
+             *report.plot_optuna(report.optuna_study(rows, {p.key: p.distribution() for p in space.params}), out)]
     for row in rows:
         if row["error_file"]:
             print(f"trial {row['trial_id']} failed: see {row['error_file']}")
+    tracking.close_job(tracking.client(parent["uri"]), parent["experiment_id"], parent["run_id"], rows, files)
     return rows

@@ -22,10 +22,11 @@ from torch import nn
 from distgan import checkpoint
 from distgan.config import RunConfig
 from distgan.data.schema import DataError, DatasetInfo
-from distgan.distributed import all_gather_rows
+from distgan.distributed import all_gather_object, all_gather_rows
 from distgan.engine import GANEngine
 from distgan.loop import eval_context, save_samples, train
 from distgan.models import build_models
+from distgan.tracking import RunLog
 
 TRAIN_DATASET = "train"
 FAULT_STEP_ENV, FAULT_MARKER_ENV = "DISTGAN_FAULT_STEP", "DISTGAN_FAULT_MARKER"
@@ -86,17 +87,21 @@ def train_loop_per_worker(config: dict) -> None:
     rows = cfg.train.batch_size * cfg.train.n_d
     batches = _fault_injector(shard_batches(rows, cfg.train.seed + 1000 * engine.step_count + engine.rank),
                               engine, config.get("fault"))
-    meta = config.get("meta", {})
+    # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
+    worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
+    meta = {**config.get("meta", {}), "worker_nodes": worker_nodes}
+    run_log = RunLog(**config["run_log"]) if config.get("run_log") and engine.rank == 0 else None
 
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
-        metrics = {**metrics, **meta, "worker_node": ray.get_runtime_context().get_node_id(),
-                   "world_size": engine.world_size, "torch_threads": torch.get_num_threads()}
+        metrics = {**metrics, **meta, "world_size": engine.world_size, "torch_threads": torch.get_num_threads()}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if engine.rank == 0:
                 path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics)
-                save_samples(engine, cfg, path / "samples.png")
+                grid = save_samples(engine, cfg, path / "samples.png")
+                if run_log is not None:
+                    run_log.log(metrics, step, grid)
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
 

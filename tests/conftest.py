@@ -22,6 +22,12 @@ def ring8_dir(tmp_path_factory) -> Path:
     return d
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start their own Ray cluster run last: two Ray instances on one machine
+    confuse Train's clean-up actors, so those tests stop the session's Ray first."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Reference statistics go to a session-private cache, never the user's ~/.cache."""
@@ -37,3 +43,13 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` process on a free loopback port (SQLite store, served artifacts)."""
+    from distgan import tracking
+
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    with tracking.served(f"sqlite:///{db}") as url:
+        yield url

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from distgan import presets
+from mlflow import MlflowClient
+
+from distgan import presets, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.tune import JOB_FILE, load_space, max_concurrent_trials
@@ -45,18 +47,19 @@ def _space(tmp_path, start):
     return p
 
 
-def _tune_args(space, storage, name, trials):
+def _tune_args(space, storage, name, trials, mlflow_uri, experiment):
     args = ["tune", "--preset", "ring8", "--space", str(space), "--trials", str(trials), "--workers-per-trial", "2",
-            "--storage", str(storage), "--name", name, "--grace-period", "1", "--reduction-factor", "2"]
+            "--storage", str(storage), "--name", name, "--grace-period", "1", "--reduction-factor", "2",
+            "--mlflow-uri", mlflow_uri, "--experiment", experiment]
     for s in BASE_SETS:
         args += ["--set", s]
     return args
 
 
 @pytest.mark.timeout(900)
-def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, tmp_path, capsys):
+def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlflow_server, tmp_path, capsys):
     space = _space(tmp_path, [GOOD, SLOW, DIVERGING, CRASHING])
-    assert main(_tune_args(space, tmp_path, "job", 6)) == 0
+    assert main(_tune_args(space, tmp_path, "job", 6, mlflow_server, "tune-six")) == 0
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "job" / "trials.csv")
     assert len(table) == 6
@@ -80,6 +83,22 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, tmp
     for png in ("fid_curves.png", "param_importances.png", "parallel_coordinates.png"):
         assert (tmp_path / "job" / png).read_bytes()[:4] == b"\x89PNG"
     assert "best fid2k" in out and "diverged" in out
+    # each trial's MLflow child run ended as the trial really did
+    runs = _child_runs(mlflow_server, "tune-six")
+    assert len(runs) == 6
+    status = {round(float(r.data.params["optim.lr_g"]), 9): r for r in runs}
+    assert status[1e-6].info.status == "KILLED" and status[1e-6].data.tags["stop_reason"] == "scheduler"
+    assert status[2e-3].info.status == "FAILED" and status[2e-3].data.tags["stop_reason"] == "error"
+    assert status[50.0].info.status == "FINISHED" and status[50.0].data.tags["stop_reason"] == "diverged"
+    assert status[1e-3].info.status == "FINISHED" and status[1e-3].data.tags["stop_reason"] == "completed"
+
+
+def _child_runs(uri: str, experiment: str) -> list:
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment).experiment_id
+    (parent,) = c.search_runs([exp], f"tags.`{tracking.KIND}` = 'tuning-job'")
+    assert parent.info.status == "FINISHED"
+    return tracking.child_runs(c, exp, parent.info.run_id)
 
 
 def _finished_trials(exp: Path) -> int:
@@ -88,10 +107,10 @@ def _finished_trials(exp: Path) -> int:
 
 
 @pytest.mark.timeout(900)
-def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
+def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
     space = _space(tmp_path, [GOOD, GOOD])
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", 3)]
+    cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", 3, mlflow_server, "tune-resume")]
     cmd[cmd.index("--grace-period") + 1] = "4"  # no early stopping: every trial runs its budget
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp = tmp_path / "job"
@@ -112,6 +131,12 @@ def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, 
     assert len(table) == 3 and (table["evals"] == 4).all()
     for name, text in first.items():  # finished trials were not run again
         assert (exp / name / "result.json").read_text() == text
+    runs = _child_runs(mlflow_server, "tune-resume")  # one parent (asserted inside), continued
+    assert len(runs) == 3 and len({r.data.tags[tracking.TRIAL] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # an interrupted trial continued its own run: one FID per evaluation, no repeats
+        steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(r.info.run_id, "fid2k")]
+        assert len(steps) == len(set(steps)) == 4
 
 
 @pytest.mark.parametrize("edit, message", [

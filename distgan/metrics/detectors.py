@@ -26,12 +26,12 @@ class DetectorError(ValueError):
     """The detector cannot be used: missing weights or extra, or inputs of the wrong shape."""
 
 
-def _file_hash(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:12]
+    return h.hexdigest()
 
 
 class Detector:
@@ -78,7 +78,7 @@ class LeNetMnist(Detector):
         self.net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         self.device = torch.device(device)
         self.dim = LeNet.feature_dim
-        self.id = f"lenet-mnist-{_file_hash(path)}"
+        self.id = f"lenet-mnist-{file_sha256(path)[:12]}"
 
     def check(self, x):
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
@@ -106,7 +106,7 @@ class Inception(Detector):
             warnings.simplefilter("ignore", FutureWarning)
             self.net = torch.jit.load(str(path), map_location=device).eval()
         self.device = torch.device(device)
-        self.id = f"inception-tf2015-{_file_hash(path)}"
+        self.id = f"inception-tf2015-{file_sha256(path)[:12]}"
 
     def check(self, x):
         if x.dim() != 4 or x.shape[1] not in (1, 3):

@@ -1,0 +1,175 @@
+"""`distgan submit` through the Ray Jobs API to a real two-node Ray cluster on this machine
+(`ray start --head` + `ray start --address`), tracked in a real MLflow server."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from distgan import jobs, tracking
+from distgan.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
+    """`ray start --block` in its own process group: stopping the group stops that node only."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    return subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _client_env() -> dict:
+    """A user's shell: Ray's token authentication on (the token in ~/.ray/auth_token)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+            "RAY_ADDRESS": ""}
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """distgan as a user runs it, in its own process."""
+    return subprocess.run([sys.executable, "-m", "distgan.cli", *args], env=_client_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def _alive_nodes(address: str) -> set[str]:
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", "nodes", "--address", address,
+                          "--format", "json"], env=_client_env(), capture_output=True, text=True, timeout=60,
+                         check=False)
+    try:  # while the head starts, the State API answers with errors, not JSON
+        return {n["node_id"] for n in json.loads(out.stdout) if n["state"] == "ALIVE"}
+    except ValueError:
+        return set()
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Ray 2.60 turns token authentication on by default: the nodes and the client processes
+    share the token in ~/.ray/auth_token (generated here if none exists). No other Ray may
+    run meanwhile: Train's clean-up actors find Ray instances by looking for them on the
+    machine, and two confuse them, so this module runs last and stops the session's Ray."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if not (Path.home() / ".ray" / "auth_token").is_file():
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], check=True,
+                       capture_output=True)
+    free = tracking.free_port
+    gcs, dash = free(), free()
+    temp = Path(f"/tmp/dg-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**_client_env(), "RAY_ADDRESS": ""}
+    head = _ray_node(["--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+                      "--include-dashboard=true", "--num-cpus=2", f"--ray-client-server-port={free()}",
+                      f"--dashboard-agent-listen-port={free()}", f"--runtime-env-agent-port={free()}",
+                      f"--metrics-export-port={free()}", f"--temp-dir={temp}"], env)
+    nodes = [head]
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _alive_nodes(address):
+            time.sleep(1)
+        nodes.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2", f"--dashboard-agent-listen-port={free()}",
+                                f"--runtime-env-agent-port={free()}", f"--metrics-export-port={free()}"], env))
+        while time.monotonic() < deadline + 60 and len(alive := _alive_nodes(address)) < 2:
+            time.sleep(1)
+        assert len(alive) == 2, "the second node did not join"
+        yield address, alive
+    finally:
+        for proc in reversed(nodes):
+            _stop(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _submitted(out: str) -> str:
+    job_id = out.split()[1]
+    assert job_id.startswith("raysubmit_") and "distgan jobs logs" in out, out
+    return job_id
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.timeout(900)
+def test_submitted_tuning_job_runs_on_both_nodes_and_is_tracked(two_nodes, mlflow_server, tmp_path):
+    address, node_ids = two_nodes
+    tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "2",
+            "--workers-per-trial", "2", "--scheduler", "none", "--name", "sjob", "--experiment", "submit-test",
+            "--set", "scaling.placement_strategy=SPREAD", "--shared-storage"]
+    r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--mlflow-uri", mlflow_server,
+             "--storage", str(tmp_path / "store"), "--", *tune)
+    assert r.returncode == 0, r.stderr
+    job_id = _submitted(r.stdout)
+    r = _cli("jobs", "status", job_id, "--address", address, "--wait", "600", timeout=700)
+    if r.stdout.strip().splitlines()[-1] != "SUCCEEDED":
+        pytest.fail(_cli("jobs", "logs", job_id, "--address", address).stdout[-4000:])
+
+    c = MlflowClient(mlflow_server)
+    exp = c.get_experiment_by_name("submit-test").experiment_id
+    (parent,) = c.search_runs([exp], f"tags.`{tracking.JOB}` = 'sjob'")
+    assert parent.data.tags["ray_job_id"] == job_id and parent.info.status == "FINISHED"
+    children = tracking.child_runs(c, exp, parent.info.run_id)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    used = set()
+    for run in children:
+        ranks = run.data.tags["worker_nodes"].split(",")
+        assert len(ranks) == 2
+        used |= set(ranks)
+    assert used == node_ids  # the workers ran on both nodes
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.timeout(300)
+def test_a_job_that_fails_on_the_cluster_shows_failed_and_its_error(two_nodes, tmp_path):
+    address, _ = two_nodes
+    # a local storage path on a two-node cluster, not marked shared: refused on the cluster
+    tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "1",
+            "--storage", str(tmp_path / "local"), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
+    r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--", *tune)
+    assert r.returncode == 0, r.stderr
+    job_id = _submitted(r.stdout)
+    r = _cli("jobs", "status", job_id, "--address", address, "--wait", "240", timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "FAILED"
+    r = _cli("jobs", "logs", job_id, "--address", address)
+    assert r.returncode == 0 and "a local path on a 2-node cluster" in r.stdout
+    r = _cli("jobs", "list", "--address", address)
+    assert job_id in r.stdout and "FAILED" in r.stdout
+
+
+def test_unreachable_address_fails_fast_with_one_line(capsys):
+    port = tracking.free_port()  # nothing listens there
+    t0 = time.monotonic()
+    assert main(["jobs", "status", "raysubmit_x", "--address", f"http://127.0.0.1:{port}"]) == 2
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not reachable" in err
+
+
+def test_working_dir_over_the_upload_limit_is_refused_before_upload(tmp_path, monkeypatch, capsys):
+    (tmp_path / "distgan").mkdir()
+    (tmp_path / "big.bin").write_bytes(b"x" * 4096)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "huge.bin").write_bytes(b"x" * 100_000)  # excluded: does not count
+    monkeypatch.setattr(jobs, "UPLOAD_LIMIT", 2048)
+    assert jobs.upload_size(tmp_path) == 4096
+    args = ["submit", "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path), "--", "tune"]
+    assert main(args) == 2
+    assert "over Ray's 0 MiB limit" in capsys.readouterr().err
