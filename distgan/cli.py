@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser("demo", help="the whole journey: tune, track, promote, sample (make demo)")
     de.add_argument("--out", default="outputs")
-    de.add_argument("--trials", type=int, default=6)
+    de.add_argument("--trials", type=int, default=3)
     de.add_argument("--port", type=int, default=5000, help="the MLflow server's port (left running for the UI)")
     de.add_argument("--eval-n", type=int, default=5000, help="samples of the promoted FID")
     de.add_argument("--resume", metavar="EXPERIMENT_PATH", help="continue an interrupted demo job")

@@ -28,6 +28,14 @@ from distgan.worker import TRAIN_DATASET, decode_batch, fault_from_env, train_lo
 STORAGE_ENV = "DISTGAN_STORAGE"  # the cluster's shared checkpoint store (cluster/*.yaml set it)
 
 
+def connect() -> None:
+    """Ray at RAY_ADDRESS, else a local instance whose workers inherit RAY_DATA_LOG_LEVEL:
+    Ray Data's per-epoch INFO lines go to the logs, not to the console."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+
 def check_resources(cfg: RunConfig) -> None:
     """Fail before anything starts when the cluster cannot hold the workers."""
     s = cfg.scaling
@@ -131,8 +139,7 @@ def fit(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, run_log: 
     if cfg.scaling.num_workers < 1:
         raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
     storage = check_storage(storage)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    connect()
     check_resources(cfg)
     check_multinode(cfg, storage, cfg.tracking.mlflow_uri)
     return build_trainer(cfg, data_dir, storage, name, run_log=run_log).fit()

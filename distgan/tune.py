@@ -328,12 +328,11 @@ def new_job(base: RunConfig, space_path: str, trials: int, storage: str | None, 
 def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[dict[str, Any]]:
     """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job under
     its MLflow parent run (continued on resume)."""
-    from distgan.launch import check_multinode, check_resources
+    from distgan.launch import check_multinode, check_resources, connect
 
     space = job.space()  # a resumed job's stored space still validates, before Ray starts
     base = RunConfig.from_dict(job.base)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    connect()
     check_resources(base)
     check_multinode(base, job.storage, job.mlflow_uri)
     if not resume:
