@@ -31,7 +31,7 @@ DEFAULT_STORE = "outputs/mlflow.db"
 PARENT = "mlflow.parentRunId"
 KIND, JOB, TRIAL, RUN_DIR = "distgan.kind", "distgan.job", "distgan.trial_id", "distgan.run_dir"
 STOP_REASON = "stop_reason"
-TAGGED = (STOP_REASON, "worker_nodes", "trial_id")  # an evaluation's text fields, kept as run tags
+TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as run tags
 RAY_JOB_ENV = "DISTGAN_RAY_JOB_ID"  # set by `distgan submit` to the Ray job's submission id
 FINAL_STATUS = {"error": "FAILED", "scheduler": "KILLED"}  # any other stop reason: FINISHED
 ARTIFACTS_DIR = "mlartifacts"
@@ -140,9 +140,11 @@ def experiment_id(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    from mlflow.exceptions import MlflowException
+
     try:
         return c.create_experiment(name)
-    except Exception:  # another process created it first
+    except MlflowException:  # another process created it first
         return c.get_experiment_by_name(name).experiment_id
 
 
