@@ -15,10 +15,11 @@ from pathlib import Path
 from distgan import config as config_mod
 
 
-def _tracking_args(p: argparse.ArgumentParser, default_note: str) -> None:
+def _tracking_args(p: argparse.ArgumentParser, default_note: str, experiment: bool = True) -> None:
     p.add_argument("--mlflow-uri", help=f"MLflow tracking URI: sqlite:///PATH or http://HOST:PORT "
                                         f"(default: $MLFLOW_TRACKING_URI, else {default_note})")
-    p.add_argument("--experiment", help="MLflow experiment name (default: distgan)")
+    if experiment:
+        p.add_argument("--experiment", help="MLflow experiment name (default: distgan)")
 
 
 def _run_overrides(a: argparse.Namespace) -> dict:
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=cmd_promote)
 
     sa = sub.add_parser("sample", help="a PNG grid from a registered generator")
-    _tracking_args(sa, "sqlite:///outputs/mlflow.db")
+    _tracking_args(sa, "sqlite:///outputs/mlflow.db", experiment=False)  # a models:/ URI names no experiment
     sa.add_argument("--model", default="models:/distgan-generator@champion")
     sa.add_argument("--n", type=int, default=64)
     sa.add_argument("--label", type=int, help="one class (conditional models)")
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.set_defaults(fn=cmd_sample)
 
     ui = sub.add_parser("ui", help="the MLflow UI on the project's store (127.0.0.1 unless told otherwise)")
-    _tracking_args(ui, "sqlite:///outputs/mlflow.db")
+    _tracking_args(ui, "sqlite:///outputs/mlflow.db", experiment=False)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--allowed-hosts", help="Host headers the server accepts (needed beyond loopback)")

@@ -107,9 +107,13 @@ def submit(address: str, command: list[str], working_dir: str = ".", env: dict[s
                         runtime_env=runtime_env, metadata={"distgan": "tune"})
 
 
-def status(address: str, job_id: str) -> str:
-    info = client(address).get_job_info(job_id)
+def _status_word(info) -> str:
+    """Ray's JobStatus enum as its word (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
     return str(info.status.value if hasattr(info.status, "value") else info.status)
+
+
+def status(address: str, job_id: str) -> str:
+    return _status_word(client(address).get_job_info(job_id))
 
 
 def wait(address: str, job_id: str, timeout: float, poll: float = 2.0) -> str:
@@ -139,8 +143,7 @@ def logs(address: str, job_id: str, follow: bool = False) -> None:
 def list_jobs(address: str) -> list[tuple[str, str, str]]:
     rows = []
     for info in client(address).list_jobs():
-        s = info.status.value if hasattr(info.status, "value") else info.status
-        rows.append((info.submission_id or info.job_id or "-", str(s), info.entrypoint))
+        rows.append((info.submission_id or info.job_id or "-", _status_word(info), info.entrypoint))
     return rows
 
 
