@@ -68,7 +68,7 @@ def run(trainable, name: str, storage: str, param_space: dict | None = None, **t
 
 def summary(results: list, fid_key: str) -> tuple[float, int]:
     best = min(r.metrics_dataframe[fid_key].min() for r in results)
-    evals = sum(int(r.metrics["training_iteration"]) for r in results)
+    evals = sum(int(r.metrics["evals"]) for r in results)
     return best, evals
 
 
@@ -99,7 +99,7 @@ def main() -> None:
         searcher = OptunaSearch(space=functools.partial(space.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
                                 sampler=SAMPLERS[a.sampler]())
         asha = run(trainable, "asha", tmp, num_samples=n_configs, search_alg=searcher, max_concurrent_trials=2,
-                   scheduler=AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=a.grace_period,
+                   scheduler=AsyncHyperBandScheduler(time_attr="evals", max_t=max_t, grace_period=a.grace_period,
                                                      reduction_factor=a.reduction_factor))
         grid_best, grid_evals = summary(grid, fid_key)
         asha_best, asha_evals = summary(asha, fid_key)

@@ -19,6 +19,7 @@ BUILTIN_DATA = ("mnist-embedded", "ring8", "grid25")
 DETECTORS = ("auto", "lenet-mnist", "inception", "coords")
 DCGAN_RESOLUTIONS = (28, 32, 64)
 PLACEMENT = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+MATERIALIZE = ("auto", "always", "never")
 
 
 class ConfigError(ValueError):
@@ -33,11 +34,17 @@ class DataConfig:
     """Data set prepared into the run directory when `path` is empty."""
     num_points: int = 20000
     """Samples drawn for the 2-D mixtures (ring8, grid25)."""
+    materialize: str = "auto"
+    """Ray Data: `always` reads and decodes the set once into the object store, so an epoch
+    only reorders blocks (small sets are read many epochs over); `never` streams every epoch
+    from Parquet; `auto` materializes when the decoded set takes under a quarter of the
+    cluster's object store memory."""
 
     def validate(self) -> None:
         if not self.path and self.builtin not in BUILTIN_DATA:
             raise ConfigError(f"data.builtin: {self.builtin!r} is not one of {BUILTIN_DATA} (or set data.path)")
         _check(self.num_points >= 2, "data.num_points", self.num_points, ">= 2")
+        _check(self.materialize in MATERIALIZE, "data.materialize", self.materialize, f"one of {MATERIALIZE}")
 
 
 @dataclass
@@ -193,12 +200,17 @@ class StopConfig:
     """Stop as diverged after this many evaluations with D saturated (0: never)."""
     saturation_eps: float = 0.01
     """D is saturated when D(x) >= 1 - eps and D(G(z)) <= eps (ns and minimax losses)."""
+    max_loss: float = 1e6
+    """Stop as diverged when |loss_d| or |loss_g| (mean over the evaluation window) exceeds
+    this: a logit or a 1-Lipschitz critic's gap that large is an explosion, even while
+    finite (0: never)."""
 
     def validate(self) -> None:
         _check(self.plateau_evals >= 0, "stop.plateau_evals", self.plateau_evals, ">= 0")
         _check(0 <= self.plateau_delta < 1, "stop.plateau_delta", self.plateau_delta, "in [0, 1)")
         _check(self.saturation_evals >= 0, "stop.saturation_evals", self.saturation_evals, ">= 0")
         _check(0 < self.saturation_eps < 0.5, "stop.saturation_eps", self.saturation_eps, "in (0, 0.5)")
+        _check(self.max_loss >= 0, "stop.max_loss", self.max_loss, ">= 0")
 
 
 @dataclass

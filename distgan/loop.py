@@ -4,6 +4,7 @@ averaged step statistics, and every `eval_every` steps an evaluation handed to `
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,6 +107,8 @@ def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
             metrics["data_wait_frac"] = waited / elapsed  # time the step waited for input
             metrics.update(evaluate_engine(engine, cfg, ctx, gather))
             metrics["step"] = float(engine.step_count)
+            # Tune's time attribute: counted from the step, so a resumed run does not restart it
+            metrics["evals"] = float(math.ceil(engine.step_count / t.eval_every))
             metrics["kimg"] = engine.step_count * len(x) * engine.world_size / 1000
             metrics["fid_best"] = min([metrics[ctx.fid_key], *(h["fid_best"] for h in history)])
             history.append(metrics)

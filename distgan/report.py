@@ -21,7 +21,7 @@ def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and fid_key in df
-        evals = int(df["training_iteration"].max()) if has else 0
+        evals = int(df["evals"].max()) if has else 0
         reason = ""
         if r.error is not None:
             reason = "error"

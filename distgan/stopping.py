@@ -1,7 +1,7 @@
 """When to stop a GAN: pure rules over a run's evaluation history.
 
-A run ends early when it has `diverged` (non-finite losses or samples, an FID beyond
-DIVERGED_FID, or D saturated:
+A run ends early when it has `diverged` (non-finite losses or samples, losses beyond
+`stop.max_loss`, an FID beyond DIVERGED_FID, or D saturated:
 D(x) -> 1 and D(G(z)) -> 0 for K evaluations, so G's gradients vanish) or `plateaued`
 (its best FID has not improved by a relative delta over P evaluations). The worker puts
 the reason in its report (`stop_reason`) and ends; ASHA's stops are the scheduler's.
@@ -19,6 +19,8 @@ def stop_reason(history: Sequence[dict[str, float]], fid_key: str, cfg: StopConf
     """'' (go on), 'diverged' or 'plateaued' after the last evaluation in `history`."""
     last = history[-1]
     if last.get("nonfinite", 0) > 0 or last.get("diverged", 0) > 0 or not last[fid_key] < DIVERGED_FID:
+        return "diverged"
+    if cfg.max_loss and max(abs(last.get("loss_d", 0.0)), abs(last.get("loss_g", 0.0))) > cfg.max_loss:
         return "diverged"
     k = cfg.saturation_evals
     if probabilistic and k and len(history) >= k and all(

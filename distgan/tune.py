@@ -265,15 +265,15 @@ class StopReasonStopper(Stopper):
 
 def build_scheduler(job: JobSpec, max_t: int):
     if job.scheduler == "asha":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+        return AsyncHyperBandScheduler(time_attr="evals", max_t=max_t,
                                        grace_period=job.grace_period, reduction_factor=job.reduction_factor)
     if job.scheduler == "hyperband":
         # Asynchronous HyperBand (several ASHA brackets): synchronous HyperBand pauses trials,
         # which a trial driving its own TorchTrainer cannot do.
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, brackets=3,
+        return AsyncHyperBandScheduler(time_attr="evals", max_t=max_t, brackets=3,
                                        grace_period=job.grace_period, reduction_factor=job.reduction_factor)
     if job.scheduler == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=job.grace_period)
+        return MedianStoppingRule(time_attr="evals", grace_period=job.grace_period)
     return FIFOScheduler()
 
 
@@ -377,8 +377,11 @@ def run_job(job: JobSpec, space: SearchSpace, parent: dict[str, str], restore: b
     base = RunConfig.from_dict(job.base)
     with stable_cwd():
         results = build_tuner(job, space, parent, restore).fit()
-    if results.num_terminated + results.num_errors < job.trials:
-        raise JobInterrupted(f"{results.num_terminated + results.num_errors} of {job.trials} trials ended")
+    # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
+    # has them unfinished): a trial really ended only when its last result says done, or it erred.
+    ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
+    if ended < job.trials:
+        raise JobInterrupted(f"{ended} of {job.trials} trials ended")
     fid_key = fid_name(base.eval.num_samples)
     rows = report.trial_rows(results, fid_key, evals_budget(base))
     keys = [p.key for p in space.params]

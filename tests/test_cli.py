@@ -68,6 +68,8 @@ def test_resume_continues_exactly(tmp_path, mnist_dir):
     (["--set", "train.nd=2"], ["train.nd: unknown config key"]),
     (["--set", "model.resolution=30"], ["model.resolution: 30"]),
     (["--set", "data.path=/nonexistent/dir"], ["/nonexistent/dir"]),
+    (["--set", "data.materialize=sometimes"], ["data.materialize: 'sometimes'", "auto"]),
+    (["--set", "stop.max_loss=-1"], ["stop.max_loss: -1"]),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, args, needles):
     assert main(["train", *SMOKE, "--out", str(tmp_path / "r"), *args]) == 2

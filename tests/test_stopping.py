@@ -13,6 +13,14 @@ def test_non_finite_is_diverged_at_once():
     assert stop_reason([h(float("nan"))], "fid2k", StopConfig(), True) == "diverged"
 
 
+def test_exploded_losses_are_diverged_even_when_finite_and_fid_looks_fine():
+    # seen: WGAN-GP at lr 50 after 100 steps, loss_d 6e11 while fid2k read 88.7
+    assert stop_reason([h(88.7, loss_d=6.25e11, loss_g=3.1e12)], "fid2k", StopConfig(), False) == "diverged"
+    assert stop_reason([h(88.7, loss_d=-2e6, loss_g=0.5)], "fid2k", StopConfig(), False) == "diverged"
+    assert stop_reason([h(88.7, loss_d=1.2, loss_g=-3e3)], "fid2k", StopConfig(), False) == ""
+    assert stop_reason([h(88.7, loss_d=6.25e11)], "fid2k", StopConfig(max_loss=0), False) == ""
+
+
 def test_saturated_d_for_k_evaluations_is_diverged_for_probabilistic_losses_only():
     sat = [h(90, 0.999, 0.001)] * 3
     cfg = StopConfig(saturation_evals=3)

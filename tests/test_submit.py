@@ -2,6 +2,7 @@
 (`ray start --head` + `ray start --address`), tracked in a real MLflow server."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -110,7 +111,7 @@ def _submitted(out: str) -> str:
 @pytest.mark.timeout(900)
 def test_submitted_tuning_job_runs_on_both_nodes_and_is_tracked(two_nodes, mlflow_server, tmp_path):
     address, node_ids = two_nodes
-    tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "2",
+    tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "1",
             "--workers-per-trial", "2", "--scheduler", "none", "--name", "sjob", "--experiment", "submit-test",
             "--set", "scaling.placement_strategy=SPREAD", "--shared-storage"]
     r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--mlflow-uri", mlflow_server,
@@ -126,13 +127,10 @@ def test_submitted_tuning_job_runs_on_both_nodes_and_is_tracked(two_nodes, mlflo
     (parent,) = c.search_runs([exp], f"tags.`{tracking.JOB}` = 'sjob'")
     assert parent.data.tags["ray_job_id"] == job_id and parent.info.status == "FINISHED"
     children = tracking.child_runs(c, exp, parent.info.run_id)
-    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-    used = set()
-    for run in children:
-        ranks = run.data.tags["worker_nodes"].split(",")
-        assert len(ranks) == 2
-        used |= set(ranks)
-    assert used == node_ids  # the workers ran on both nodes
+    (child,) = children
+    assert child.info.status == "FINISHED" and math.isfinite(child.data.metrics["best_fid"])
+    ranks = child.data.tags["worker_nodes"].split(",")
+    assert len(ranks) == 2 and set(ranks) == node_ids  # SPREAD: one worker on each node
 
 
 @pytest.mark.slow
