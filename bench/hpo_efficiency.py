@@ -36,9 +36,9 @@ from distgan.config import RunConfig
 from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.engine import GANEngine
-from distgan.loop import eval_context, train
+from distgan.loop import EVALS, eval_context, train
 from distgan.metrics.evaluate import fid_name
-from distgan.tune import OBJECTIVE, load_space
+from distgan.tune import OBJECTIVE, evals_budget, load_space
 
 # Learning rates a decade apart make the configurations differ in quality, as in a real search;
 # n_D and the loss are the finer choices.
@@ -68,7 +68,7 @@ def run(trainable, name: str, storage: str, param_space: dict | None = None, **t
 
 def summary(results: list, fid_key: str) -> tuple[float, int]:
     best = min(r.metrics_dataframe[fid_key].min() for r in results)
-    evals = sum(int(r.metrics["evals"]) for r in results)
+    evals = sum(int(r.metrics[EVALS]) for r in results)
     return best, evals
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     base = presets.ring8().with_overrides({"train.steps": a.steps, "train.eval_every": a.eval_every,
                                            "stop.saturation_evals": 0})
     fid_key = fid_name(base.eval.num_samples)
-    max_t = a.steps // a.eval_every
+    max_t = evals_budget(base)
     n_configs = len(list(itertools.product(*GRID.values())))
     with tempfile.TemporaryDirectory() as tmp:
         prepare.mixture("ring8", f"{tmp}/data", n=base.data.num_points)
@@ -99,7 +99,7 @@ def main() -> None:
         searcher = OptunaSearch(space=functools.partial(space.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
                                 sampler=SAMPLERS[a.sampler]())
         asha = run(trainable, "asha", tmp, num_samples=n_configs, search_alg=searcher, max_concurrent_trials=2,
-                   scheduler=AsyncHyperBandScheduler(time_attr="evals", max_t=max_t, grace_period=a.grace_period,
+                   scheduler=AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, grace_period=a.grace_period,
                                                      reduction_factor=a.reduction_factor))
         grid_best, grid_evals = summary(grid, fid_key)
         asha_best, asha_evals = summary(asha, fid_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import uuid
@@ -108,7 +109,7 @@ def should_materialize(mode: str, info: DatasetInfo) -> bool:
     decode tasks (on 2 cores that starves the workers: 92% of a ring8 step spent waiting)."""
     if mode != "auto":
         return mode == "always"
-    decoded = info.num_rows * info.height * info.width * info.channels * 4  # float32 samples
+    decoded = info.num_rows * math.prod(info.sample_shape) * 4  # float32 samples
     return decoded < ray.cluster_resources().get("object_store_memory", 0) / 4
 
 

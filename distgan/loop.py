@@ -77,6 +77,14 @@ def save_samples(engine: GANEngine, cfg: RunConfig, path: Path, reference: torch
     return save_image_grid(engine.generate(z, y), path, nrow=per_row)
 
 
+EVALS = "evals"  # Tune's clock (ASHA's time attribute): derived from the step, so a resumed run keeps it
+
+
+def evals_at(step: int, eval_every: int) -> int:
+    """Evaluations a run has made by `step` (one every eval_every steps, and one at the end)."""
+    return math.ceil(step / eval_every)
+
+
 def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], cfg: RunConfig,
           ctx: EvalContext, on_eval: Callable[[dict], None], gather: Gather | None = None,
           progress: bool = True, history: list[dict] | None = None) -> list[dict]:
@@ -107,8 +115,7 @@ def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
             metrics["data_wait_frac"] = waited / elapsed  # time the step waited for input
             metrics.update(evaluate_engine(engine, cfg, ctx, gather))
             metrics["step"] = float(engine.step_count)
-            # Tune's time attribute: counted from the step, so a resumed run does not restart it
-            metrics["evals"] = float(math.ceil(engine.step_count / t.eval_every))
+            metrics[EVALS] = float(evals_at(engine.step_count, t.eval_every))
             metrics["kimg"] = engine.step_count * len(x) * engine.world_size / 1000
             metrics["fid_best"] = min([metrics[ctx.fid_key], *(h["fid_best"] for h in history)])
             history.append(metrics)

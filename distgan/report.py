@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
+from distgan.loop import EVALS  # noqa: E402
+
 
 def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
     """One row per trial: parameters, best FID (at any evaluation), evaluations, stop reason."""
@@ -21,7 +23,7 @@ def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and fid_key in df
-        evals = int(df["evals"].max()) if has else 0
+        evals = int(df[EVALS].max()) if has else 0
         reason = ""
         if r.error is not None:
             reason = "error"

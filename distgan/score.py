@@ -19,8 +19,7 @@ def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2
           batch: int = 250, device: str | None = None, progress: bool = True) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = inspect(real)
-    shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
-    det = detectors.build(detector, shape, device=dev)
+    det = detectors.build(detector, info.sample_shape, device=dev)
     ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, progress=progress)
     mixture = mixture_modes(info.name)
     if checkpoint.is_checkpoint(fake):

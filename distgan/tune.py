@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import tempfile
 import time
@@ -35,6 +34,7 @@ from ray.tune.stopper import Stopper
 from distgan import tracking
 from distgan.config import ConfigError, RunConfig
 from distgan.launch import STORAGE_ENV
+from distgan.loop import EVALS, evals_at
 from distgan.metrics.evaluate import fid_name
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -166,7 +166,7 @@ def max_concurrent_trials(cfg: RunConfig, resources: dict[str, float]) -> int:
 
 
 def evals_budget(cfg: RunConfig) -> int:
-    return math.ceil(cfg.train.steps / cfg.train.eval_every)
+    return evals_at(cfg.train.steps, cfg.train.eval_every)
 
 
 @dataclass
@@ -265,15 +265,15 @@ class StopReasonStopper(Stopper):
 
 def build_scheduler(job: JobSpec, max_t: int):
     if job.scheduler == "asha":
-        return AsyncHyperBandScheduler(time_attr="evals", max_t=max_t,
+        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t,
                                        grace_period=job.grace_period, reduction_factor=job.reduction_factor)
     if job.scheduler == "hyperband":
         # Asynchronous HyperBand (several ASHA brackets): synchronous HyperBand pauses trials,
         # which a trial driving its own TorchTrainer cannot do.
-        return AsyncHyperBandScheduler(time_attr="evals", max_t=max_t, brackets=3,
+        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, brackets=3,
                                        grace_period=job.grace_period, reduction_factor=job.reduction_factor)
     if job.scheduler == "median":
-        return MedianStoppingRule(time_attr="evals", grace_period=job.grace_period)
+        return MedianStoppingRule(time_attr=EVALS, grace_period=job.grace_period)
     return FIFOScheduler()
 
 

@@ -46,6 +46,11 @@ class DatasetInfo:
     def is_points(self) -> bool:
         return self.encoding == "float32"
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One decoded sample: (dimension,) for points, (C, H, W) for images."""
+        return (self.width,) if self.is_points else (self.channels, self.height, self.width)
+
 
 def schema_with_meta(name: str, encoding: str, num_classes: int) -> pa.Schema:
     if encoding not in ENCODINGS:

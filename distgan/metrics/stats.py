@@ -99,8 +99,7 @@ def real_stats(data_dir: str | Path, detector: Detector, n: int, cache_dir: str 
     if n > info.num_rows and not allow_repeat:
         raise DataError(f"{data_dir}: n={n} is larger than the data set ({info.num_rows} rows); "
                          f"use a smaller n or --allow-repeat")
-    sample_shape = (info.width,) if info.is_points else (info.channels, info.height, info.width)
-    key = cache_key(data_fingerprint(data_dir), detector.id, n, sample_shape)
+    key = cache_key(data_fingerprint(data_dir), detector.id, n, info.sample_shape)
     path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
     cached = _read(path, key)
     if cached is not None:
