@@ -1,4 +1,5 @@
-"""Full training state <-> a checkpoint directory (state.pt + config.json + metrics.json).
+"""Full training state <-> a checkpoint directory (state.pt + config.json + metrics.json,
+and history.json: every evaluation so far, which the stopping rules and a resumed trial need).
 
 The directory is the unit Ray Train uploads (`ray.train.Checkpoint.from_directory`), so the
 same files serve local runs, Tune trials and promotion. Loads use weights_only=True: a
@@ -17,14 +18,15 @@ import torch
 
 from distgan.config import RunConfig
 
-STATE, CONFIG, METRICS = "state.pt", "config.json", "metrics.json"
+STATE, CONFIG, METRICS, HISTORY = "state.pt", "config.json", "metrics.json", "history.json"
 
 
 class CheckpointError(ValueError):
     """A missing or unreadable checkpoint; one line naming the path."""
 
 
-def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, Any]) -> Path:
+def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, Any],
+         history: list[dict[str, Any]] | None = None) -> Path:
     """Write into a temporary sibling, then rename: a crash never leaves half a checkpoint."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
@@ -33,6 +35,8 @@ def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, 
     torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     (tmp / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if history is not None:
+        (tmp / HISTORY).write_text(json.dumps(history))
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -50,6 +54,15 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> tup
     except Exception as e:
         raise CheckpointError(f"{directory}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     return state, cfg, metrics
+
+
+def load_history(directory: str | Path) -> list[dict[str, Any]]:
+    """The evaluations up to this checkpoint, oldest first ([] if it kept none)."""
+    path = Path(directory) / HISTORY
+    try:
+        return json.loads(path.read_text()) if path.is_file() else []
+    except ValueError as e:
+        raise CheckpointError(f"{path}: unreadable history ({e})") from None
 
 
 def is_checkpoint(directory: str | Path) -> bool:

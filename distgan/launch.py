@@ -121,7 +121,9 @@ def best_checkpoint(result: ray.train.Result, fid_key: str) -> tuple[ray.train.C
 
 
 def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str, meta: dict | None = None,
-                  callbacks: list | None = None, prefix: str = "", run_log: RunLog | None = None) -> TorchTrainer:
+                  callbacks: list | None = None, prefix: str = "", run_log: RunLog | None = None,
+                  replay: bool = False) -> TorchTrainer:
+    """replay: a resumed run reports its past evaluations again (for Tune, see worker.replay)."""
     info: DatasetInfo = inspect(data_dir)
     real = eval_context(cfg, data_dir, info, "cpu").real
     info_dict = dataclasses.asdict(info)
@@ -141,7 +143,8 @@ def build_trainer(cfg: RunConfig, data_dir: str | Path, storage: str, name: str,
                                                      checkpoint_score_attribute=fid_key,
                                                      checkpoint_score_order="min"))
     config = {"run": cfg.to_dict(), "data_info": info_dict, "real_stats": ray.put(real), "fault": fault_from_env(),
-              "meta": meta or {}, "run_log": dataclasses.asdict(run_log) if run_log else None}
+              "meta": meta or {}, "run_log": dataclasses.asdict(run_log) if run_log else None,
+              "replay": replay}
     return TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling_config(cfg),
                         run_config=run_config, datasets={TRAIN_DATASET: ds})
 

@@ -40,14 +40,10 @@ class EvalContext:
         return fid_name(self.num_samples)
 
 
-def sample_shape(info: DatasetInfo) -> tuple[int, ...]:
-    return (info.width,) if info.is_points else (info.channels, info.height, info.width)
-
-
 def eval_context(cfg: RunConfig, data_dir: str | Path, info: DatasetInfo, device: torch.device,
                  real: RealStats | None = None) -> EvalContext:
     """Detector, real statistics (computed or cached here unless given) and mixture modes."""
-    det = detectors.build(cfg.eval.detector, sample_shape(info), device=device)
+    det = detectors.build(cfg.eval.detector, info.sample_shape, device=device)
     if real is None:
         real = real_stats(data_dir, det, cfg.eval.num_samples, cfg.eval.cache_dir or None,
                           allow_repeat=info.num_rows < cfg.eval.num_samples)
@@ -78,6 +74,7 @@ def save_samples(engine: GANEngine, cfg: RunConfig, path: Path, reference: torch
 
 
 EVALS = "evals"  # Tune's clock (ASHA's time attribute): derived from the step, so a resumed run keeps it
+REPLAYED = "replayed"  # 1 on an evaluation reported again by a resumed trial (see worker.replay)
 
 
 def evals_at(step: int, eval_every: int) -> int:
@@ -137,4 +134,6 @@ def format_eval(metrics: dict[str, float], fid_key: str) -> str:
     parts.append(f"{metrics['img_per_s']:.0f} img/s")
     if metrics.get("stop_reason"):
         parts.append(f"stopped: {metrics['stop_reason']}")
+    if metrics.get(REPLAYED):
+        parts.append("replayed")
     return " | ".join(parts)

@@ -23,6 +23,8 @@ def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and fid_key in df
+        if has:  # a resumed trial reports its evaluations again (worker.replay): keep each step once
+            df = df.drop_duplicates("step").reset_index(drop=True)
         evals = int(df[EVALS].max()) if has else 0
         reason = ""
         if r.error is not None:

@@ -224,7 +224,7 @@ def trial_driver(params: dict[str, Any], job: dict[str, Any], parent: dict[str, 
     trainer = build_trainer(cfg, job["data_dir"], str(Path(job["storage"]) / job["name"] / "train"),
                             f"trial-{trial_id}", meta={"trial_id": trial_id, "mlflow_run_id": run_id},
                             callbacks=[TuneReportCallback()], prefix=f"[{trial_id}] ",
-                            run_log=tracking.RunLog(parent["uri"], run_id))
+                            run_log=tracking.RunLog(parent["uri"], run_id), replay=True)
     try:
         with stable_cwd():
             trainer.fit()

@@ -9,11 +9,13 @@ at each forward; BatchNorm batch statistics stay per rank unless model.sync_bn.
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs
 import ray.train
 import ray.train.torch
 import torch
@@ -24,7 +26,7 @@ from distgan.config import RunConfig
 from distgan.data.schema import DataError, DatasetInfo
 from distgan.distributed import all_gather_object, all_gather_rows
 from distgan.engine import GANEngine
-from distgan.loop import eval_context, save_samples, train
+from distgan.loop import REPLAYED, eval_context, save_samples, train
 from distgan.models import build_models
 from distgan.tracking import RunLog
 
@@ -73,6 +75,21 @@ def _fault_injector(batches: Iterator, engine: GANEngine, fault: dict | None) ->
         yield item
 
 
+def checkpoint_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def replay(history: list[dict], restored: ray.train.Checkpoint, meta: dict) -> None:
+    """Report a resumed run's past evaluations again. After Ctrl-C the Train run goes on while
+    Tune shuts down, so its checkpoint can be ahead of what Tune recorded (seen: a trial that
+    finished all its steps then, resumed with nothing left to train, ended one evaluation
+    short in Tune). Steps Tune already has come twice; the trial table keeps the first."""
+    for h in history:
+        path = posixpath.join(posixpath.dirname(restored.path), checkpoint_dir_name(int(h["step"])))
+        kept = restored.filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        ray.train.report({**h, **meta, REPLAYED: 1.0, **({"checkpoint_path": path} if kept else {})})
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg = RunConfig.from_dict(config["run"])
     info = DatasetInfo(**config["data_info"])
@@ -81,29 +98,34 @@ def train_loop_per_worker(config: dict) -> None:
     if restored is not None:
         with restored.as_directory() as d:
             state, _, last = checkpoint.load(d, map_location=engine.device)
+            history = checkpoint.load_history(d) or [last]
         engine.load_state_dict(state)
-        history = [last]
     ctx = eval_context(cfg, "", info, engine.device, real=ray.get(config["real_stats"]))
     rows = cfg.train.batch_size * cfg.train.n_d
     batches = _fault_injector(shard_batches(rows, cfg.train.seed + 1000 * engine.step_count + engine.rank),
                               engine, config.get("fault"))
     # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
-    meta = {**config.get("meta", {}), "worker_nodes": worker_nodes}
+    meta = {**config.get("meta", {}), "worker_nodes": worker_nodes, "world_size": engine.world_size,
+            "torch_threads": torch.get_num_threads()}
     run_log = RunLog(**config["run_log"]) if config.get("run_log") and engine.rank == 0 else None
+    if restored is not None and config.get("replay"):
+        replay(history, restored, meta)
+    evaluations = list(history)
 
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
-        metrics = {**metrics, **meta, "world_size": engine.world_size, "torch_threads": torch.get_num_threads()}
+        evaluations.append(metrics)
+        metrics = {**metrics, **meta}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if engine.rank == 0:
-                path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics)
+                path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics, evaluations)
                 grid = save_samples(engine, cfg, path / "samples.png")
                 if run_log is not None:
                     run_log.log(metrics, step, grid)
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(step))
 
     train(engine, batches, cfg, ctx, on_eval, gather=all_gather_rows, progress=False, history=history)
 

@@ -1,5 +1,6 @@
 """Distributed training on a real local Ray: Train V2 workers, DDP over gloo, Ray Data."""
 
+import json
 import math
 import sys
 
@@ -44,6 +45,27 @@ def test_two_workers_stream_ray_data_report_fid_and_checkpoints_restore(ray_sess
     assert again["fid500"] == pytest.approx(metrics["fid500"], rel=1e-6)
     assert (tmp_path / "smoke" / "step_0000020" / "samples.png").is_file()
     assert best_checkpoint(result, "fid500")[1]["fid500"] == min(df["fid500"])
+    # fit again under the same name: Train resumes the finished run, which has nothing left
+    # to train; with replay it reports its evaluations again (what a Tune trial resumed after
+    # Ctrl-C needs when its run finished while Tune was shutting down)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the recorder runs in Train's controller
+    reports = tmp_path / "reports.jsonl"
+    build_trainer(cfg, mnist_dir, str(tmp_path), "smoke", callbacks=[_Recorder(str(reports))], replay=True).fit()
+    replayed = [json.loads(line) for line in reports.read_text().splitlines()]
+    assert [(r["step"], r["replayed"]) for r in replayed] == [(10, 1), (20, 1)]  # nothing trained, both again
+    assert [r["fid500"] for r in replayed] == df["fid500"].tolist()
+    assert [r["checkpoint_path"] for r in replayed] == [str(tmp_path / "smoke" / f"step_00000{s}") for s in (10, 20)]
+
+
+class _Recorder(ray.train.UserCallback):
+    """Appends every report's metrics to a file (Train's callbacks run in its controller actor)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def after_report(self, run_context, metrics, checkpoint):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics[0]) + "\n")
 
 
 def _equivalence_loop(config):

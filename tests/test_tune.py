@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -18,6 +19,8 @@ from mlflow import MlflowClient
 from distgan import presets, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
+from distgan.loop import EVALS
+from distgan.report import trial_rows
 from distgan.tune import JOB_FILE, load_space, max_concurrent_trials
 
 pytestmark = pytest.mark.slow
@@ -175,3 +178,14 @@ def test_shipped_spaces_validate_and_concurrency_follows_resources():
     assert max_concurrent_trials(cfg, {"CPU": 9}) == 4
     gpu = cfg.with_overrides({"scaling.use_gpu": True, "scaling.gpus_per_worker": 1.0})
     assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8}) == 4
+
+
+def test_trial_table_counts_a_replayed_evaluation_once():
+    """A resumed trial reports its evaluations again (worker.replay); Tune keeps both copies."""
+    df = pd.DataFrame({"step": [100, 200, 100, 200, 300], EVALS: [1, 2, 1, 2, 3], "fid2k": [5.0, 3.0, 5.0, 3.0, 4.0],
+                       "stop_reason": [""] * 5, "checkpoint_path": ["c1", "c2", "c1", "c2", "c3"]})
+    result = SimpleNamespace(metrics_dataframe=df, error=None, metrics={"trial_id": "t1"}, path="/x/trial_driver_t1",
+                             config={"optim.lr_g": 1e-3})
+    [row] = trial_rows([result], "fid2k", max_evals=3)
+    assert row["curve"] == [[100, 5.0], [200, 3.0], [300, 4.0]]
+    assert (row["evals"], row["best_step"], row["checkpoint"], row["stop_reason"]) == (3, 200, "c2", "completed")
