@@ -21,6 +21,11 @@ from distgan.config import RunConfig
 STATE, CONFIG, METRICS, HISTORY = "state.pt", "config.json", "metrics.json", "history.json"
 
 
+def dir_name(step: int) -> str:
+    """A checkpoint directory's name: sorts by step, and a resumed run can find its siblings."""
+    return f"step_{step:07d}"
+
+
 class CheckpointError(ValueError):
     """A missing or unreadable checkpoint; one line naming the path."""
 

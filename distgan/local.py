@@ -99,10 +99,10 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
 
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
-        grid = save_samples(engine, cfg, out / SAMPLES_DIR / f"step_{step:07d}.png", reference)
+        grid = save_samples(engine, cfg, out / SAMPLES_DIR / f"{checkpoint.dir_name(step)}.png", reference)
         if run_log is not None:
             run_log.log(metrics, step, grid)
-        ckpt = checkpoint.save(out / CKPT_DIR / f"step_{step:07d}", engine.state_dict(), cfg, metrics)
+        ckpt = checkpoint.save(out / CKPT_DIR / checkpoint.dir_name(step), engine.state_dict(), cfg, metrics)
         with open(out / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if not best or metrics[ctx.fid_key] < best["metrics"][ctx.fid_key]:

@@ -19,6 +19,7 @@ import pyarrow.fs
 import ray.train
 import ray.train.torch
 import torch
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from torch import nn
 
 from distgan import checkpoint
@@ -75,19 +76,15 @@ def _fault_injector(batches: Iterator, engine: GANEngine, fault: dict | None) ->
         yield item
 
 
-def checkpoint_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
 def replay(history: list[dict], restored: ray.train.Checkpoint, meta: dict) -> None:
     """Report a resumed run's past evaluations again. After Ctrl-C the Train run goes on while
     Tune shuts down, so its checkpoint can be ahead of what Tune recorded (seen: a trial that
     finished all its steps then, resumed with nothing left to train, ended one evaluation
     short in Tune). Steps Tune already has come twice; the trial table keeps the first."""
     for h in history:
-        path = posixpath.join(posixpath.dirname(restored.path), checkpoint_dir_name(int(h["step"])))
+        path = posixpath.join(posixpath.dirname(restored.path), checkpoint.dir_name(int(h["step"])))
         kept = restored.filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-        ray.train.report({**h, **meta, REPLAYED: 1.0, **({"checkpoint_path": path} if kept else {})})
+        ray.train.report({**h, **meta, REPLAYED: 1.0, **({CHECKPOINT_PATH_KEY: path} if kept else {})})
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -125,7 +122,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if run_log is not None:
                     run_log.log(metrics, step, grid)
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(step))
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(step))
 
     train(engine, batches, cfg, ctx, on_eval, gather=all_gather_rows, progress=False, history=history)
 
