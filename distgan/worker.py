@@ -8,6 +8,7 @@ at each forward; BatchNorm batch statistics stay per rank unless model.sync_bn.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import tempfile
@@ -87,7 +88,17 @@ def replay(history: list[dict], restored: ray.train.Checkpoint, meta: dict) -> N
         ray.train.report({**h, **meta, REPLAYED: 1.0, **({CHECKPOINT_PATH_KEY: path} if kept else {})})
 
 
+def quiet_report_log() -> None:
+    """Ray 2.60's Train V2 logs each report's whole metrics dict at INFO through a logger named
+    by its file path, which LoggingConfig's level (set on 'ray.train') does not reach; the
+    driver already prints one line per evaluation."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
+    quiet_report_log()
     cfg = RunConfig.from_dict(config["run"])
     info = DatasetInfo(**config["data_info"])
     engine = build_engine(cfg)
