@@ -87,9 +87,10 @@ def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
           progress: bool = True, history: list[dict] | None = None) -> list[dict]:
     """Train to cfg.train.steps or until a stopping rule fires; returns the evaluation history.
     Each evaluation carries `fid_best` (the objective: a run is as good as its best
-    checkpoint) and `stop_reason` ('' while the run goes on)."""
+    checkpoint) and `stop_reason` ('' while the run goes on). `history` (a resumed run's past
+    evaluations) is appended to in place before each on_eval, so a checkpoint can save it."""
     t = cfg.train
-    history = list(history or [])
+    history = [] if history is None else history
     bar = tqdm(total=t.steps, initial=engine.step_count, disable=not progress, desc="train", dynamic_ncols=True)
     sums: dict[str, float] = {}
     count, images, waited, t0 = 0, 0, 0.0, time.perf_counter()

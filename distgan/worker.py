@@ -119,16 +119,14 @@ def train_loop_per_worker(config: dict) -> None:
     run_log = RunLog(**config["run_log"]) if config.get("run_log") and engine.rank == 0 else None
     if restored is not None and config.get("replay"):
         replay(history, restored, meta)
-    evaluations = list(history)
 
     def on_eval(metrics: dict[str, float]) -> None:
         step = engine.step_count
-        evaluations.append(metrics)
         metrics = {**metrics, **meta}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if engine.rank == 0:
-                path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics, evaluations)
+                path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics, history)
                 grid = save_samples(engine, cfg, path / "samples.png")
                 if run_log is not None:
                     run_log.log(metrics, step, grid)
