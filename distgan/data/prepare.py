@@ -2,51 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+import posixpath
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
-from distgan.data.schema import DataError, schema_with_meta
+from distgan import storage
+from distgan.data.schema import CONTENT_KEY, DataError, schema_with_meta
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+STAGED = ".tmp"  # a shard being written: never read as data (shard_files takes *.parquet only)
 
 
-def write_shards(out: str | Path, name: str, encoding: str, num_classes: int, images: list[bytes],
+def write_shards(out: str, name: str, encoding: str, num_classes: int, images: list[bytes],
                  labels: np.ndarray, shape: tuple[int, int, int], rows_per_shard: int = 1000,
-                 force: bool = False) -> list[Path]:
+                 force: bool = False) -> list[str]:
     """Rows are written in a seeded random order (`shuffled_order`): sources often come sorted
-    by class, and streaming readers shuffle only within a window."""
-    out = Path(out)
-    if out.exists() and any(out.glob("*.parquet")) and not force:
+    by class, and streaming readers shuffle only within a window. `out` is a local directory
+    or a URI. New shards are written beside the old ones first and moved into place; old
+    shards are removed only then, so a failure never leaves the directory empty."""
+    fs, root = storage.resolve(out)
+    existing = _shards(fs, root)
+    if existing and not force:
         raise DataError(f"{out}: already holds Parquet shards (use --force to replace them)")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.parquet"):
-        old.unlink()
+    if not images:
+        raise DataError(f"{out}: nothing to write (0 rows)")
+    storage.make_dirs(out)
     schema = schema_with_meta(name, encoding, num_classes)
     n = len(images)
     order = shuffled_order(n)
     images, labels = [images[i] for i in order], labels[order]
     h, w, c = shape
-    paths = []
+    staged = []
     for i in range(math.ceil(n / rows_per_shard)):
         sl = slice(i * rows_per_shard, min(n, (i + 1) * rows_per_shard))
         k = sl.stop - sl.start
+        rows, ys = images[sl], labels[sl].astype(np.int64)
+        digest = hashlib.sha256()
+        for b in rows:
+            digest.update(b)
+        digest.update(ys.tobytes())
         table = pa.table({
-            "image": pa.array(images[sl], pa.binary()),
-            "label": pa.array(labels[sl].astype(np.int64)),
+            "image": pa.array(rows, pa.binary()),
+            "label": pa.array(ys),
             "height": pa.array(np.full(k, h, np.int32)),
             "width": pa.array(np.full(k, w, np.int32)),
             "channels": pa.array(np.full(k, c, np.int32)),
-        }, schema=schema)
-        path = out / f"part-{i:05d}.parquet"
-        pq.write_table(table, path)
-        paths.append(path)
-    return paths
+        }, schema=schema.with_metadata({**schema.metadata, CONTENT_KEY: digest.hexdigest().encode()}))
+        final = posixpath.join(root, f"part-{i:05d}.parquet")
+        pq.write_table(table, final + STAGED, filesystem=fs)
+        staged.append(final)
+    for final in staged:
+        fs.move(final + STAGED, final)
+    for old in set(existing) - set(staged):
+        fs.delete_file(old)
+    return [storage.uri(fs, f) for f in staged]
+
+
+def _shards(fs: pafs.FileSystem, root: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")]
 
 
 def shuffled_order(n: int) -> np.ndarray:
@@ -62,7 +84,7 @@ def mnist_embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 
-def mnist_embedded(out: str | Path, force: bool = False) -> list[Path]:
+def mnist_embedded(out: str, force: bool = False) -> list[str]:
     x, y = mnist_embedded_arrays()
     return write_shards(out, "mnist-embedded", "uint8", 10, [im.tobytes() for im in x], y, (28, 28, 1),
                         force=force)
@@ -92,16 +114,20 @@ def mixture_arrays(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     return points.astype(np.float32), labels
 
 
-def mixture(kind: str, out: str | Path, n: int = 20000, seed: int = 0, force: bool = False) -> list[Path]:
+def mixture(kind: str, out: str, n: int = 20000, seed: int = 0, force: bool = False) -> list[str]:
+    if n < 2:
+        raise DataError(f"--n {n}: a mixture needs at least 2 points")
     points, labels = mixture_arrays(kind, n, seed)
     k = len(mixture_centres(kind)[0])
     return write_shards(out, kind, "float32", k, [p.tobytes() for p in points], labels, (1, 2, 1),
                         rows_per_shard=max(1000, n // 4), force=force)
 
 
-def image_folder(src: str | Path, out: str | Path, size: int, channels: int = 3, force: bool = False) -> list[Path]:
+def image_folder(src: str | Path, out: str, size: int, channels: int = 3, force: bool = False) -> list[str]:
     """An image folder with one sub-folder per class (or images at the top: one class) to PNG rows."""
     src = Path(src)
+    if size < 4:
+        raise DataError(f"--size {size}: expected an image side of at least 4 pixels")
     if not src.is_dir():
         raise DataError(f"{src}: image folder does not exist")
     classes = sorted(p.name for p in src.iterdir() if p.is_dir())

@@ -1,31 +1,46 @@
-"""Parquet rows to torch tensors: images in [-1, 1] (N, C, H, W), points as stored, labels int64."""
+"""Parquet rows to torch tensors. Images decode to uint8 (N, C, H, W), a quarter of float32 on
+the wire and in memory, and become [-1, 1] floats with `normalize` where they are used (on the
+GPU for training); points are float32 as stored; labels int64."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from distgan.data.schema import DatasetInfo, inspect
+from distgan.data.schema import DataError, DatasetInfo, inspect
+
+
+def decode_raw(images: list[bytes] | np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """One batch of `image` cells: uint8 NCHW pixels, or float32 (N, D) points."""
+    try:
+        if info.encoding == "float32":
+            return np.stack([np.frombuffer(b, np.float32) for b in images]).copy()
+        if info.encoding == "uint8":
+            arr = np.stack([np.frombuffer(b, np.uint8) for b in images])
+        else:
+            arr = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in images])
+        arr = arr.reshape(len(images), info.height, info.width, info.channels)
+    except (ValueError, OSError) as e:  # a cell of the wrong size, or not an image
+        raise DataError(f"{info.location}: a row does not decode as {info.height}x{info.width}x{info.channels} "
+                        f"{info.encoding} ({e})") from None
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to [-1, 1] floats (the exact inverse of to_uint8); floats pass through."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(127.5).sub_(1.0)
+    return x
 
 
 def decode(images: list[bytes] | np.ndarray, info: DatasetInfo) -> torch.Tensor:
-    """Decode one batch of `image` cells; shared by the local reader and Ray Data batches."""
-    if info.encoding == "float32":
-        arr = np.stack([np.frombuffer(b, np.float32) for b in images])
-        return torch.from_numpy(arr.copy())
-    if info.encoding == "uint8":
-        arr = np.stack([np.frombuffer(b, np.uint8) for b in images])
-    else:
-        arr = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in images])
-    arr = arr.reshape(len(images), info.height, info.width, info.channels)
-    x = torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
+    """One batch as model input: images in [-1, 1], points as stored."""
+    return normalize(torch.from_numpy(decode_raw(images, info)))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -33,13 +48,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def load_all(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
-    """The whole data set in memory: for one-process training and for reference statistics."""
+def load_all(directory: str, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+    """The whole data set in memory (one-process training, reference statistics); `raw`
+    keeps images as uint8."""
     info = inspect(directory)
-    table = pq.read_table(list(info.files), columns=["image", "label"])
-    x = decode(table.column("image").to_pylist(), info)
+    try:
+        table = pq.read_table(list(info.files), columns=["image", "label"], filesystem=info.filesystem())
+    except OSError as e:
+        raise DataError(f"{info.location}: cannot read the shards ({e})") from None
+    x = torch.from_numpy(decode_raw(table.column("image").to_pylist(), info))
     y = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-    return x, y, info
+    return (x if raw else normalize(x)), y, info
 
 
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, start: int = 0
@@ -48,7 +67,7 @@ def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, start
     so a resumed run continues the exact data order from `start`."""
     n = len(x)
     if batch > n:
-        raise ValueError(f"batch of {batch} rows is larger than the data set ({n} rows)")
+        raise DataError(f"train.batch_size x train.n_d = {batch} rows: more than the data set's {n}")
     per_epoch = n // batch
     k, perm_epoch, perm = start, -1, None
     while True:

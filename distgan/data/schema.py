@@ -9,15 +9,20 @@ Columns: `image` (binary: one sample's bytes), `label` (int64, -1 when unlabelle
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from distgan import storage
 
 ENCODINGS = ("uint8", "png", "float32")
 META_KEY = b"distgan"
+CONTENT_KEY = b"distgan.sha256"  # per shard: SHA-256 of its rows, written by distgan data prepare
 SCHEMA = pa.schema([
     ("image", pa.binary()),
     ("label", pa.int64()),
@@ -41,6 +46,11 @@ class DatasetInfo:
     channels: int
     num_rows: int
     files: tuple[str, ...]
+    """Shard paths inside the data set's filesystem (no scheme: see `location`)."""
+    location: str = ""
+    """The directory as given: a local path or a URI (s3://, gs://)."""
+    fingerprint: str = ""
+    """Content hash of the shards, from their footers (no data bytes are read)."""
 
     @property
     def is_points(self) -> bool:
@@ -51,6 +61,9 @@ class DatasetInfo:
         """One decoded sample: (dimension,) for points, (C, H, W) for images."""
         return (self.width,) if self.is_points else (self.channels, self.height, self.width)
 
+    def filesystem(self) -> pafs.FileSystem:
+        return storage.resolve(self.location)[0]
+
 
 def schema_with_meta(name: str, encoding: str, num_classes: int) -> pa.Schema:
     if encoding not in ENCODINGS:
@@ -59,44 +72,66 @@ def schema_with_meta(name: str, encoding: str, num_classes: int) -> pa.Schema:
     return SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
 
 
-def shard_files(directory: str | Path) -> list[Path]:
-    d = Path(directory)
-    if not d.is_dir():
-        raise DataError(f"{d}: data directory does not exist (run `distgan data prepare ...`)")
-    files = sorted(d.glob("*.parquet"))
+def shard_files(directory: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The filesystem and the .parquet shards of a data directory, sorted by name."""
+    where = str(directory)
+    try:
+        fs, path = storage.resolve(where)
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.Directory:
+            raise DataError(f"{where}: data directory does not exist (run `distgan data prepare ...`)")
+        files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path))
+                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+    except OSError as e:
+        raise DataError(f"{where}: cannot list the data directory ({storage.first_line(e)})") from None
     if not files:
-        raise DataError(f"{d}: no .parquet files in the data directory")
-    return files
+        raise DataError(f"{where}: no .parquet files in the data directory")
+    return fs, files
 
 
-def inspect(directory: str | Path) -> DatasetInfo:
+def inspect(directory: str) -> DatasetInfo:
     """Validate every shard's schema and metadata; return what the reader needs to know."""
-    files = shard_files(directory)
+    where = str(directory)
+    fs, files = shard_files(where)
     metas, rows, shape = set(), 0, None
+    content = hashlib.sha256()
     for f in files:
+        shown = storage.uri(fs, f)
         try:
-            pf = pq.ParquetFile(f)
+            with fs.open_input_file(f) as handle:
+                pf = pq.ParquetFile(handle)
+                schema = pf.schema_arrow
+                footer = pf.metadata
+                first = (pf.read_row_group(0, columns=["height", "width", "channels"]).slice(0, 1).to_pylist()
+                         if shape is None and footer.num_rows and schema.remove_metadata().equals(SCHEMA) else None)
         except Exception as e:  # pyarrow raises several types for a corrupt file
-            raise DataError(f"{f}: not a readable Parquet file ({e})") from None
-        schema = pf.schema_arrow
+            raise DataError(f"{shown}: not a readable Parquet file ({storage.first_line(e)})") from None
         if not schema.remove_metadata().equals(SCHEMA):
-            raise DataError(f"{f}: wrong schema, expected columns image, label, height, width, channels "
+            raise DataError(f"{shown}: wrong schema, expected columns image, label, height, width, channels "
                             f"(got {', '.join(schema.names)})")
         raw = (schema.metadata or {}).get(META_KEY)
         if raw is None:
-            raise DataError(f"{f}: no 'distgan' schema metadata (write it with distgan data prepare)")
+            raise DataError(f"{shown}: no 'distgan' schema metadata (write it with distgan data prepare)")
         metas.add(raw)
-        rows += pf.metadata.num_rows
-        if shape is None and pf.metadata.num_rows:
-            first = pf.read_row_group(0, columns=["height", "width", "channels"]).slice(0, 1).to_pylist()[0]
-            shape = (first["height"], first["width"], first["channels"])
+        rows += footer.num_rows
+        if first:
+            shape = (first[0]["height"], first[0]["width"], first[0]["channels"])
+        # content-based: the shard's own hash when distgan wrote it, else its footer (sizes, row
+        # groups, column statistics), never the local bytes (an object store's are remote)
+        own = (schema.metadata or {}).get(CONTENT_KEY)
+        content.update(posixpath.basename(f).encode())
+        content.update(own if own else json.dumps(footer.to_dict(), sort_keys=True, default=str).encode())
     if len(metas) != 1:
-        raise DataError(f"{directory}: shards disagree on their 'distgan' metadata")
-    meta = json.loads(metas.pop())
-    if meta.get("encoding") not in ENCODINGS:
-        raise DataError(f"{directory}: unknown encoding {meta.get('encoding')!r} in metadata")
+        raise DataError(f"{where}: shards disagree on their 'distgan' metadata")
+    try:
+        meta = json.loads(metas.pop())
+        encoding, num_classes = meta.get("encoding"), int(meta["num_classes"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{where}: unreadable 'distgan' metadata (expected JSON with encoding and num_classes)") from None
+    if encoding not in ENCODINGS:
+        raise DataError(f"{where}: unknown encoding {encoding!r} in metadata")
     if shape is None:
-        raise DataError(f"{directory}: the data set has no rows")
-    return DatasetInfo(name=meta.get("name", ""), encoding=meta["encoding"], num_classes=int(meta["num_classes"]),
-                       height=shape[0], width=shape[1], channels=shape[2], num_rows=rows,
-                       files=tuple(str(f) for f in files))
+        raise DataError(f"{where}: the data set has no rows")
+    return DatasetInfo(name=meta.get("name", ""), encoding=encoding, num_classes=num_classes,
+                       height=shape[0], width=shape[1], channels=shape[2], num_rows=rows, files=tuple(files),
+                       location=storage.normalize(where), fingerprint=content.hexdigest())
