@@ -1,9 +1,9 @@
-"""Rank, world size and gathers over the process group Ray Train sets up, falling back to
-one process when there is none (local runs, tests)."""
+"""Rank, world size, gathers and broadcasts over the process group Ray Train sets up,
+falling back to one process when there is none (local runs, tests). Tensors travel on the
+group's device (CUDA for nccl): features gathered for an evaluation never visit the host."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -20,22 +20,26 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def all_gather_rows(arr: np.ndarray) -> np.ndarray:
-    """Concatenate every rank's rows in rank order (rows may differ by rank); every rank gets
-    the whole array. Tensors go through the process group's own device (CUDA for nccl)."""
+def _group_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows in rank order (row counts may differ by rank); every rank gets the
+    whole tensor, on the device it gave."""
     if not is_distributed():
-        return arr
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
-    n = torch.tensor([len(t)], device=device)
+        return t
+    device = _group_device()
+    local = t.to(device).contiguous()
+    n = torch.tensor([len(local)], device=device)
     sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, n)
     longest = int(max(sizes))
-    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=device)
-    padded[:len(t)] = t
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[:len(local)] = local
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).cpu().numpy()
+    return torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).to(t.device)
 
 
 def all_gather_object(obj: object) -> list:
@@ -47,9 +51,13 @@ def all_gather_object(obj: object) -> list:
     return out
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+def broadcast_object(obj: object) -> object:
+    """Rank 0's small picklable object on every rank (the metrics it alone computed)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
@@ -57,7 +65,7 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     which each rank updates from its own batch) so all ranks generate alike."""
     if not is_distributed():
         return
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _group_device()
     for b in module.buffers():
         t = b.data.to(device)
         dist.broadcast(t, src=0)

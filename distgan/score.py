@@ -1,4 +1,6 @@
-"""`distgan fid`: score a Parquet data set or a checkpoint's G_ema against real data."""
+"""`distgan fid`: score a Parquet data set or a checkpoint's G_ema against real data, with
+every registered metric (the Fréchet distance named for its feature space, KID, precision/
+recall/density/coverage, mode coverage)."""
 
 from __future__ import annotations
 
@@ -7,29 +9,56 @@ from pathlib import Path
 import torch
 
 from distgan import checkpoint
-from distgan.data.prepare import mixture_modes
+from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import inspect
 from distgan.engine import GANEngine
-from distgan.metrics import detectors
-from distgan.metrics.evaluate import compute_metrics, evaluate, fid_name
+from distgan.local import pick_device
+from distgan.metrics import detectors, registry
+from distgan.metrics.evaluate import REAL_SEED, Evaluator
 from distgan.metrics.stats import real_stats
 
+FAKE_SEED = 1  # the fake set's subset: another draw than the real one's, even from the same files
 
-def score(real: str | Path, fake: str | Path, detector: str = "auto", n: int = 2000, allow_repeat: bool = False,
+
+def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_repeat: bool = False,
           batch: int = 250, device: str | None = None, progress: bool = True) -> dict:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if n < 6:
+        raise ConfigError(f"--n {n}: expected at least 6 samples (precision/recall use 5 neighbours)")
+    if batch < 1:
+        raise ConfigError(f"--batch {batch}: expected at least 1")
+    dev = pick_device(device)
     info = inspect(real)
-    det = detectors.build(detector, info.sample_shape, device=dev)
-    ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, progress=progress)
-    mixture = mixture_modes(info.name)
-    if checkpoint.is_checkpoint(fake):
-        state, cfg, _ = checkpoint.load(fake, map_location=dev)
-        engine = GANEngine.from_config(cfg, dev)
-        engine.load_state_dict(state)
-        metrics = evaluate(engine.G_ema, n, batch, det, ref, device=dev, mixture=mixture, progress=progress)
+    cfg = RunConfig().with_overrides({"eval.detector": detector, "eval.num_samples": n, "eval.batch_size": batch,
+                                      "eval.metrics": list(registry.METRICS)})
+    # both sides are checked before anything is computed
+    generator = checkpoint.is_checkpoint(fake)
+    if generator:
+        state, run_cfg, _ = checkpoint.load(fake, map_location=dev)
+        if _shape(run_cfg) != tuple(info.sample_shape):
+            raise ConfigError(f"--fake {fake}: the generator makes {_shape(run_cfg)} samples, --real {real} holds "
+                              f"{tuple(info.sample_shape)}")
     else:
-        # Features of n seeded samples of the fake data set: the same path as real statistics.
-        other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=1, progress=progress)
-        metrics = compute_metrics(other.features, other.pred if det.has_classes else None, ref, det,
-                                  mixture=mixture)
-    return {"detector": det.id, "n": n, "protocol": fid_name(n), **metrics}
+        if Path(str(fake)).exists() and not Path(str(fake)).is_dir():
+            raise ConfigError(f"--fake {fake}: expected a Parquet directory or a checkpoint directory")
+        other_info = inspect(fake)
+        if tuple(other_info.sample_shape) != tuple(info.sample_shape):
+            raise ConfigError(f"--fake {fake}: holds {tuple(other_info.sample_shape)} samples, --real {real} holds "
+                              f"{tuple(info.sample_shape)}")
+    det = detectors.build(detector, info.sample_shape, device=dev)
+    ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, seed=REAL_SEED, device=dev, progress=progress)
+    evaluator = Evaluator.build(cfg, info, dev, real=ref)
+    if generator:
+        engine = GANEngine.from_config(run_cfg, dev)
+        engine.load_state_dict(state)
+        metrics = evaluator(engine.G_ema, progress=progress)
+    else:
+        other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=FAKE_SEED, device=dev,
+                           progress=progress)
+        metrics = evaluator.metrics(other.features.to(dev), torch.from_numpy(other.pred) if det.has_classes else None)
+    metrics.pop("diverged", None)
+    return {"detector": det.id, "n": n, "protocol": evaluator.fd_key, **metrics}
+
+
+def _shape(cfg: RunConfig) -> tuple[int, ...]:
+    m = cfg.model
+    return (m.resolution,) if m.arch == "mlp" else (m.channels, m.resolution, m.resolution)

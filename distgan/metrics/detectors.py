@@ -3,6 +3,7 @@ cached statistic or a logged FID can never be silently compared across detectors
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -10,8 +11,6 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -177,14 +176,35 @@ def lenet_card() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+@contextlib.contextmanager
+def exact_fp32(device: torch.device):
+    """The detector in true float32: no autocast and no TF32 matmuls or convolutions (as
+    stylegan2-ada), so reals and fakes, and runs on different GPUs, get the same features."""
+    if device.type != "cuda":
+        with torch.autocast(device.type, enabled=False):
+            yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False), torch.autocast("cuda", enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def batched_features(generate: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
                      z: torch.Tensor, y: torch.Tensor | None, detector: Detector, batch: int,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features (and predicted classes) of `generate(z, y)` batch by batch: only features are kept."""
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features (and predicted classes) of `generate(z, y)` batch by batch, kept on the
+    detector's device: only features are kept, never the samples. `progress` shows a bar on a
+    terminal only (never in a log or a pipe)."""
     feats, preds = [], []
-    for i in tqdm(range(0, len(z), batch), desc="features", disable=not progress, leave=False):
-        f, logits = detector(generate(z[i:i + batch], y[i:i + batch] if y is not None else None))
-        feats.append(f.float().cpu().numpy())
+    for i in tqdm(range(0, len(z), batch), desc="features", disable=None if progress else True, leave=False):
+        x = generate(z[i:i + batch], y[i:i + batch] if y is not None else None)
+        with exact_fp32(x.device):
+            f, logits = detector(x.float())
+        feats.append(f.float())
         if logits is not None:
-            preds.append(logits.argmax(1).cpu().numpy())
-    return np.concatenate(feats), (np.concatenate(preds) if preds else None)
+            preds.append(logits.argmax(1))
+    return torch.cat(feats), (torch.cat(preds) if preds else None)

@@ -1,39 +1,36 @@
-"""Generation-side evaluation: a fixed latent set -> detector features -> every metric.
+"""One evaluation of a generator: a fixed latent set -> detector features -> the metrics due.
 
-Samples are generated in batches and only features are kept, so 50k samples never sit in
-memory as images. The latent set is a pure function of (seed, n), so successive
-evaluations of one trial measure the same z's and their FIDs are comparable.
+Samples are generated in batches and only features are kept, on the device, so 50k samples
+never sit in memory as images and features never visit the host. Under DDP each rank makes
+its contiguous share of the latents, features are all-gathered on the device, rank 0
+computes the metrics once and broadcasts the numbers, so every rank decides alike (stop or
+go on). The latent set is a pure function of (seed, n): successive evaluations of a trial
+measure the same z's and their distances are comparable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from distgan.metrics.detectors import Detector, batched_features
-from distgan.metrics.frechet import feature_stats, frechet_distance
-from distgan.metrics.kid import kid
-from distgan.metrics.modes import class_coverage, mixture_coverage
-from distgan.metrics.prdc import prdc
-from distgan.metrics.stats import RealStats
+from distgan.config import RunConfig
+from distgan.data.prepare import mixture_modes
+from distgan.data.schema import DatasetInfo
+from distgan.distributed import all_gather_rows, broadcast_object
+from distgan.metrics import detectors, registry
+from distgan.metrics.detectors import batched_features
+from distgan.metrics.stats import RealStats, real_stats
 
-#: FID reported for a generator whose samples are not finite: large and finite, because ASHA
-#: never stops a NaN trial and Optuna drops NaN objectives (DESIGN.md).
-DIVERGED_FID = 1e4
+#: Distance reported for a generator whose samples are not finite: large and finite, because
+#: ASHA never stops a NaN trial and Optuna drops NaN objectives.
+DIVERGED_FD = 1e4
 #: Seed of the fixed evaluation latents.
 EVAL_SEED = 12345
-
-
-def protocol(n: int) -> str:
-    """The sample count as metric names carry it: 2000 -> '2k', 500 -> '500'."""
-    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
-
-
-def fid_name(n: int) -> str:
-    """The FID metric of the n-sample protocol: every place that reads or writes it uses this."""
-    return f"fid{protocol(n)}"
+#: Seed of the real subset the reference statistics are computed on.
+REAL_SEED = 0
 
 
 def fixed_latents(n: int, z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -43,47 +40,65 @@ def fixed_latents(n: int, z_dim: int, num_classes: int, seed: int) -> tuple[torc
     return z, y
 
 
-def compute_metrics(fake: np.ndarray, fake_pred: np.ndarray | None, real: RealStats, detector: Detector,
-                    prdc_k: int = 5, kid_subsets: int = 100, mixture: tuple[np.ndarray, float] | None = None,
-                    ) -> dict[str, float]:
-    """Every metric of one evaluation; FID and KID are named for their protocol (sample count)."""
-    n = len(fake)
-    p = protocol(n)
-    mu, sigma = feature_stats(fake)
-    kid_mean, kid_std = kid(real.features, fake, num_subsets=kid_subsets)
-    out = {fid_name(n): frechet_distance(mu, sigma, real.mu, real.sigma),
-           f"kid{p}": kid_mean, f"kid{p}_std": kid_std,
-           **prdc(real.features, fake, k=prdc_k)}
-    if fake_pred is not None and detector.has_classes:
-        out.update(class_coverage(fake_pred, len(real.class_hist), real.class_hist))
-    if mixture is not None:
-        out.update(mixture_coverage(fake, *mixture))
-    return out
+@dataclass
+class Evaluator:
+    detector: detectors.Detector
+    real: RealStats | None
+    """On the evaluation device; only rank 0, which computes the metrics, needs them."""
+    n: int
+    batch: int
+    schedule: dict[str, int]
+    mixture: tuple[np.ndarray, float] | None
+    device: torch.device
 
+    @property
+    def fd_key(self) -> str:
+        return registry.fd_name(self.detector.name, self.n)
 
-def evaluate(generator: torch.nn.Module, n: int, batch: int, detector: Detector, real: RealStats,
-             device: torch.device | str = "cpu", mixture: tuple[np.ndarray, float] | None = None,
-             rank: int = 0, world_size: int = 1, gather: Callable[[np.ndarray], np.ndarray] | None = None,
-             seed: int = EVAL_SEED, progress: bool = False) -> dict[str, float]:
-    """Metrics of a generator (G_ema) on the fixed latent set. Under DDP each rank makes its
-    contiguous share and `gather` concatenates features in rank order, so every rank
-    computes the numbers one process would."""
-    z, y = fixed_latents(n, generator.z_dim, generator.num_classes, seed)
-    share = slice(rank * n // world_size, (rank + 1) * n // world_size)
-    was_training = generator.training
-    generator.eval()
+    @classmethod
+    def build(cls, cfg: RunConfig, info: DatasetInfo, device: torch.device | str, real: RealStats | None = None,
+              cache_dir: str | None = None, n: int | None = None) -> "Evaluator":
+        """The run's detector and schedule; real statistics as given, else from the cache
+        (computed there on this device if missing)."""
+        device = torch.device(device)
+        n = n or cfg.eval.num_samples
+        det = detectors.build(cfg.eval.detector, info.sample_shape, device=device)
+        if real is None:
+            real = real_stats(info.location, det, n, cache_dir if cache_dir is not None else (cfg.eval.cache_dir or None),
+                              allow_repeat=info.num_rows < n, batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
+        return cls(det, real.to(device), n, cfg.eval.batch_size, registry.parse(cfg.eval.metrics),
+                   mixture_modes(info.name), device)
 
-    @torch.no_grad()
-    def generate(zb, yb):
-        out = generator(zb.to(device), yb.to(device) if yb is not None else None).float()
-        return out.clamp(-1, 1) if out.dim() == 4 else out
+    def __call__(self, generator: torch.nn.Module, index: int | None = None, rank: int = 0, world_size: int = 1,
+                 seed: int = EVAL_SEED, progress: bool = False) -> dict[str, float]:
+        """The metrics due at evaluation number `index` (None: every registered one) of G_ema,
+        plus `eval_s`, the seconds this took (generation, features, gather, metrics)."""
+        t0 = time.perf_counter()
+        z, y = fixed_latents(self.n, generator.z_dim, generator.num_classes, seed)
+        share = slice(rank * self.n // world_size, (rank + 1) * self.n // world_size)
+        was_training = generator.training
+        generator.eval()
 
-    feats, preds = batched_features(generate, z[share], y[share] if y is not None else None, detector, batch,
-                                      progress)
-    generator.train(was_training)
-    if gather is not None:
-        feats = gather(feats)
-        preds = gather(preds) if preds is not None else None
-    if not np.isfinite(feats).all():
-        return {fid_name(n): DIVERGED_FID, "diverged": 1.0}
-    return {**compute_metrics(feats, preds, real, detector, mixture=mixture), "diverged": 0.0}
+        @torch.no_grad()
+        def generate(zb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+            out = generator(zb.to(self.device), yb.to(self.device) if yb is not None else None).float()
+            return out.clamp(-1, 1) if out.dim() == 4 else out
+
+        feats, preds = batched_features(generate, z[share], y[share] if y is not None else None, self.detector,
+                                        self.batch, progress)
+        generator.train(was_training)
+        if world_size > 1:
+            feats = all_gather_rows(feats)
+            preds = all_gather_rows(preds) if preds is not None else None
+        metrics = None
+        if rank == 0:
+            metrics = self.metrics(feats, preds, index)
+        metrics = broadcast_object(metrics)
+        return {**metrics, "eval_s": time.perf_counter() - t0}
+
+    def metrics(self, feats: torch.Tensor, preds: torch.Tensor | None, index: int | None = None) -> dict[str, float]:
+        if not torch.isfinite(feats).all():
+            return {self.fd_key: DIVERGED_FD, "diverged": 1.0}
+        inputs = registry.Inputs(feats, preds, self.real, self.detector.name, self.detector.has_classes, self.mixture)
+        return {**registry.compute(inputs, registry.due(self.schedule, index)), "diverged": 0.0}
+

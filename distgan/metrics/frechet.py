@@ -48,9 +48,12 @@ def _psd_factor(sigma: torch.Tensor) -> torch.Tensor:
     return V * lam.clamp(min=0).sqrt()
 
 
-def feature_stats(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance (np.cov's convention, as the reference), float64."""
-    f = np.asarray(features, dtype=np.float64)
-    if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"need at least 2 feature vectors of shape (N, D), got {f.shape}")
-    return f.mean(0), np.cov(f, rowvar=False)
+def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance (np.cov's convention, as the reference), float64, on the
+    features' own device: statistics of GPU features never visit the host."""
+    f = _as_f64(features)
+    if f.dim() != 2 or len(f) < 2:
+        raise ValueError(f"need at least 2 feature vectors of shape (N, D), got {tuple(f.shape)}")
+    mu = f.mean(0)
+    centred = f - mu
+    return mu, centred.T @ centred / (len(f) - 1)
