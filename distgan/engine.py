@@ -3,6 +3,11 @@
 No Ray and no I/O here, so the same engine runs in a plain process, in tests, and under
 DDP inside a Ray Train worker (pass the DDP-wrapped G and D; rank and world size make the
 latent draws of the global batch identical to a one-process run of the same global batch).
+
+Near the hardware: the step's statistics stay on the device as tensors (the caller syncs
+once per log window, not once per step), uint8 batches are normalized on the device, the
+EMA is one foreach kernel, and on CUDA the options of `train` (channels-last, fused Adam,
+cudnn.benchmark, torch.compile of the D and G loss computations) apply.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from torch import nn
 
 from distgan.config import RunConfig
+from distgan.data.reader import normalize
 from distgan.losses import build_loss
 from distgan.models import build_models
 
@@ -28,23 +34,42 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
+def switch(value: str, device: torch.device) -> bool:
+    """A train.* option's `auto` means: on for CUDA."""
+    return value == "on" or (value == "auto" and device.type == "cuda")
+
+
 class GANEngine:
     def __init__(self, cfg: RunConfig, G: nn.Module, D: nn.Module, device: torch.device | str = "cpu",
                  rank: int = 0, world_size: int = 1):
         self.cfg, self.device = cfg, torch.device(device)
         self.rank, self.world_size = rank, world_size
-        self.G, self.D = G.to(self.device), D.to(self.device)
+        t = cfg.train
+        self.images = cfg.model.arch == "dcgan"
+        self.channels_last = self.images and switch(t.channels_last, self.device)
+        memory = torch.channels_last if self.channels_last else torch.preserve_format
+        self.G, self.D = G.to(self.device, memory_format=memory), D.to(self.device, memory_format=memory)
         self.G_ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)
         self.loss = build_loss(cfg.loss)
         o = cfg.optim
-        self.opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        fused = {"fused": True} if switch(t.fused_optim, self.device) else {}
+        self.opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), **fused)
+        self.opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), **fused)
+        if self.device.type == "cuda" and switch(t.cudnn_benchmark, self.device):
+            torch.backends.cudnn.benchmark = True
         # Same seed on every rank: each draws the global batch's noise and keeps its slice.
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         self.step_count = 0
-        use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and self.device.type == "cuda")
+        use_bf16 = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
             else contextlib.nullcontext
+        self._d_loss, self._g_loss = self._d_loss_eager, self._g_loss_eager
+        if switch(t.compile, self.device):
+            # WGAN-GP's penalty differentiates D's gradient (a double backward), which
+            # torch.compile does not support: its D step stays eager.
+            if not self.loss.needs_penalty:
+                self._d_loss = torch.compile(self._d_loss_eager)
+            self._g_loss = torch.compile(self._g_loss_eager)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, device: torch.device | str = "cpu") -> "GANEngine":
@@ -61,17 +86,24 @@ class GANEngine:
         full = draw(n * self.world_size, *shape, generator=self.noise_gen, device=self.device)
         return full[self.rank * n:(self.rank + 1) * n]
 
-    def step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        """One engine step on n_D * b real rows: D sees a fresh b-row chunk per update."""
+    def prepare(self, real: torch.Tensor) -> torch.Tensor:
+        """A batch as D sees it: on the device, uint8 pixels to [-1, 1], channels-last images."""
+        x = normalize(real.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One engine step on n_D * b real rows: D sees a fresh b-row chunk per update. The
+        statistics are 0-d tensors on the device (no host sync)."""
         n_d = self.cfg.train.n_d
         if len(real) % n_d:
             raise ValueError(f"batch of {len(real)} rows does not split into train.n_d={n_d} D updates")
-        real = real.to(self.device, non_blocking=True)
+        real = self.prepare(real)
         labels = labels.to(self.device, non_blocking=True) if labels is not None and self._conditional else None
         reals = real.chunk(n_d)
         ys = labels.chunk(n_d) if labels is not None else [None] * n_d
         self.G.train()
         self.D.train()
+        self._schedule()
         for x, y in zip(reals, ys):
             d_stats = self._d_update(x, y)
         g_stats = self._g_update(len(reals[-1]), ys[-1])
@@ -79,20 +111,29 @@ class GANEngine:
         self.step_count += 1
         stats = {**d_stats, **g_stats}
         stats["nonfinite"] = (~torch.isfinite(stats["loss_d"]) | ~torch.isfinite(stats["loss_g"])).float()
-        return dict(zip(stats, torch.stack([v.detach().float() for v in stats.values()]).tolist()))
+        return {k: v.detach().float() for k, v in stats.items()}
+
+    def _schedule(self) -> None:
+        """The learning rates of this step (from the config's, so PBT's explored ones apply)."""
+        o = self.cfg.optim
+        scale = max(0.0, 1.0 - self.step_count / self.cfg.train.steps) if o.lr_decay == "linear" else 1.0
+        for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
 
     @property
     def _conditional(self) -> bool:
         return bool(unwrap(self.G).num_classes)
 
-    def _d_update(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _d_loss_eager(self, real: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor, eps: torch.Tensor | None):
+        """D's loss on one chunk: one D forward over reals, fakes (and interpolates), so one
+        spectral-norm power iteration and one DDP reduction per update."""
         b = len(real)
         with torch.no_grad(), self.autocast():
-            fake = self.G(self._noise(b, self.z_dim), y).to(real.dtype)
-        # One D forward per update: one spectral-norm power iteration, one DDP reduction.
+            fake = self.G(z, y).to(real.dtype)
         inputs, yy = [real, fake], [y, y]
-        if self.loss.needs_penalty:
-            eps = self._noise(b, *[1] * (real.dim() - 1), uniform=True)
+        interp = None
+        if eps is not None:
             interp = (eps * real + (1 - eps) * fake).requires_grad_(True)
             inputs.append(interp)
             yy.append(y)
@@ -100,9 +141,16 @@ class GANEngine:
             logits = self.D(torch.cat(inputs), torch.cat(yy) if y is not None else None).float()
         real_logits, fake_logits = logits[:b], logits[b:2 * b]
         loss = self.loss.d_loss(real_logits, fake_logits)
+        gp = self.loss.penalty(interp, logits[2 * b:]) if interp is not None else None
+        return loss, real_logits.detach(), fake_logits.detach(), gp
+
+    def _d_update(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        b = len(real)
+        z = self._noise(b, self.z_dim)
+        eps = self._noise(b, *[1] * (real.dim() - 1), uniform=True) if self.loss.needs_penalty else None
+        loss, real_logits, fake_logits, gp = self._d_loss(real, y, z, eps)
         stats = {}
-        if self.loss.needs_penalty:
-            gp = self.loss.penalty(interp, logits[2 * b:])
+        if gp is not None:
             loss = loss + gp
             stats["gp"] = gp.detach()
         self.opt_d.zero_grad(set_to_none=True)
@@ -110,18 +158,21 @@ class GANEngine:
         stats["grad_norm_d"] = grad_norm(self.D)
         self.opt_d.step()
         to_prob = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
-        stats.update(loss_d=loss.detach(), d_real=to_prob(real_logits.detach()).mean(),
-                     d_fake=to_prob(fake_logits.detach()).mean())
+        stats.update(loss_d=loss.detach(), d_real=to_prob(real_logits).mean(), d_fake=to_prob(fake_logits).mean())
         return stats
+
+    def _g_loss_eager(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        with self.autocast():
+            logits = self.D(self.G(z, y), y).float()
+        return self.loss.g_loss(logits)
 
     def _g_update(self, b: int, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
         D = unwrap(self.D)
         D.requires_grad_(False)  # G's backward needs dL/dx through D, not D's weight gradients
         no_sync = self.D.no_sync() if hasattr(self.D, "no_sync") else contextlib.nullcontext()
         try:
-            with no_sync, self.autocast():
-                logits = self.D(self.G(self._noise(b, self.z_dim), y), y).float()
-            loss = self.loss.g_loss(logits)
+            with no_sync:
+                loss = self._g_loss(self._noise(b, self.z_dim), y)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -135,8 +186,7 @@ class GANEngine:
         # Warm-up (as TF's ExponentialMovingAverage with num_updates) so short runs are not stuck at init.
         decay = min(self.cfg.train.ema, (1 + self.step_count) / (10 + self.step_count))
         G = unwrap(self.G)
-        for p_ema, p in zip(self.G_ema.parameters(), G.parameters()):
-            p_ema.lerp_(p, 1 - decay)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(G.parameters()), 1 - decay)
         for b_ema, b in zip(self.G_ema.buffers(), G.buffers()):
             b_ema.copy_(b)
 

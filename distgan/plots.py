@@ -35,3 +35,26 @@ def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def sample_grid(G: torch.nn.Module, arch: str, grid_size: int, path: str | Path, device: torch.device,
+                reference: torch.Tensor | None = None) -> Path:
+    """G_ema's samples of the fixed evaluation latents: class-ordered rows for conditional
+    models; a scatter over the real data for points."""
+    from distgan.metrics.evaluate import EVAL_SEED, fixed_latents
+
+    was_training = G.training
+    G.eval()
+    with torch.no_grad():
+        if arch == "mlp":
+            z, _ = fixed_latents(2000, G.z_dim, 0, EVAL_SEED)
+            out = save_points(G(z.to(device)).float(), path, reference)
+        else:
+            k = G.num_classes
+            per_row = max(1, grid_size // k) if k else None
+            n = per_row * k if k else grid_size
+            z, _ = fixed_latents(n, G.z_dim, 0, EVAL_SEED)
+            y = torch.arange(k).repeat_interleave(per_row).to(device) if k else None
+            out = save_image_grid(G(z.to(device), y).float(), path, nrow=per_row)
+    G.train(was_training)
+    return out

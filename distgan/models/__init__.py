@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from distgan.config import ModelConfig
-from distgan.models.dcgan import Discriminator, Generator
+from distgan.models.dcgan import CBNGenerator, Discriminator, Generator
 from distgan.models.mlp import MLPDiscriminator, MLPGenerator
 
 _SN_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
@@ -27,7 +27,8 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
         G = MLPGenerator(cfg.resolution, cfg.z_dim, cfg.g_width)
         D = MLPDiscriminator(cfg.resolution, cfg.d_width, cfg.d_input_gain)
     else:
-        G = Generator(cfg.resolution, cfg.channels, cfg.z_dim, cfg.g_width, k)
+        G = (CBNGenerator(cfg.resolution, cfg.channels, cfg.z_dim, cfg.g_width, k) if k and cfg.cond == "cbn"
+             else Generator(cfg.resolution, cfg.channels, cfg.z_dim, cfg.g_width, k))
         D = Discriminator(cfg.resolution, cfg.channels, cfg.d_width, k, cfg.d_input_gain)
     if cfg.sn_g:
         apply_spectral_norm(G)

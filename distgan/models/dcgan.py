@@ -1,7 +1,8 @@
 """DCGAN generator and discriminator for 28x28, 32x32 and 64x64 images.
 
-Conditional variants: G concatenates a label embedding to z; D is a projection
-discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), h>.
+Conditional variants: G concatenates a label embedding to z (`Generator`), or modulates
+every BatchNorm with per-class scale and shift (`CBNGenerator`, conditional BatchNorm as in
+Miyato & Koyama 2018 and BigGAN); D is a projection discriminator: logit = psi(h) + <embed(y), h>.
 """
 
 from __future__ import annotations
@@ -39,6 +40,47 @@ class Generator(nn.Module):
         if self.embed is not None:
             z = torch.cat([z, self.embed(y)], 1)
         return self.blocks(self.project(z))
+
+
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are the class's own (starting at 1 and 0)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class CBNGenerator(nn.Module):
+    """The DCGAN generator with the class in every normalization layer instead of in z: the
+    label shapes each scale of the image, and z keeps the style."""
+
+    def __init__(self, resolution: int, channels: int, z_dim: int, width: int, num_classes: int):
+        super().__init__()
+        self.z_dim, self.num_classes = z_dim, num_classes
+        start, ups = _plan(resolution)
+        ch = width * 2 ** (ups - 1)
+        self.project = nn.Sequential(nn.Linear(z_dim, ch * start * start, bias=False),
+                                     nn.Unflatten(1, (ch, start, start)))
+        self.norms = nn.ModuleList([CondBatchNorm2d(ch, num_classes)])
+        self.ups = nn.ModuleList()
+        for _ in range(ups - 1):
+            self.ups.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
+            self.norms.append(CondBatchNorm2d(ch // 2, num_classes))
+            ch //= 2
+        self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self.norms[0](self.project(z), y))
+        for up, norm in zip(self.ups, self.norms[1:]):
+            h = torch.relu(norm(up(h), y))
+        return torch.tanh(self.out(h))
 
 
 class Discriminator(nn.Module):
