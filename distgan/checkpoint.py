@@ -1,24 +1,33 @@
-"""Full training state <-> a checkpoint directory (state.pt + config.json + metrics.json,
-and history.json: every evaluation so far, which the stopping rules and a resumed trial need).
+"""Full training state <-> a checkpoint directory: state.pt, config.json, metrics.json,
+history.json (every evaluation so far, which the stopping rules and a resumed trial need)
+and manifest.json (the SHA-256 of each, so a damaged checkpoint is found, not trusted).
 
 The directory is the unit Ray Train uploads (`ray.train.Checkpoint.from_directory`), so the
-same files serve local runs, Tune trials and promotion. Loads use weights_only=True: a
-checkpoint from an untrusted source cannot run code.
+same files serve local runs, Tune trials and promotion. A checkpoint is written under a
+hidden temporary name, fsynced, then renamed: a crash never leaves half of one under a
+`step_NNNNNNN` name. Loads use weights_only=True: a checkpoint from an untrusted source
+cannot run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from distgan.config import RunConfig
+from distgan.config import ConfigError, RunConfig
+from distgan.metrics import registry
+from distgan.metrics.detectors import resolve_name
+from distgan.storage import fsync_dir
 
-STATE, CONFIG, METRICS, HISTORY = "state.pt", "config.json", "metrics.json", "history.json"
+STATE, CONFIG, METRICS, HISTORY, MANIFEST = "state.pt", "config.json", "metrics.json", "history.json", "manifest.json"
+NAME = re.compile(r"^step_\d{7}$")
 
 
 def dir_name(step: int) -> str:
@@ -30,45 +39,132 @@ class CheckpointError(ValueError):
     """A missing or unreadable checkpoint; one line naming the path."""
 
 
+def detector_of(cfg: RunConfig) -> str:
+    """The feature network a run's numbers are measured in (what `auto` chose)."""
+    m = cfg.model
+    shape = (m.resolution,) if m.arch == "mlp" else (m.channels, m.resolution, m.resolution)
+    return resolve_name(cfg.eval.detector, shape)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, Any],
          history: list[dict[str, Any]] | None = None) -> Path:
-    """Write into a temporary sibling, then rename: a crash never leaves half a checkpoint."""
+    """Write into a hidden temporary sibling, fsync, then rename into place."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE)
-    (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    (tmp / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    if history is not None:
-        (tmp / HISTORY).write_text(json.dumps(history))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    tmp.mkdir()
+    try:
+        with open(tmp / STATE, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _write(tmp / CONFIG, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
+        _write(tmp / METRICS, json.dumps(metrics, indent=2, sort_keys=True).encode())
+        if history is not None:
+            _write(tmp / HISTORY, json.dumps(history).encode())
+        files = sorted(p.name for p in tmp.iterdir())
+        _write(tmp / MANIFEST, json.dumps({f: _sha256(tmp / f) for f in files}, indent=2).encode())
+        fsync_dir(tmp)
+        old = None
+        if directory.exists():  # replaced, never removed before its successor is whole
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        fsync_dir(directory.parent)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{directory}: could not write the checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                              "the previous checkpoints are intact") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def verify(directory: Path) -> None:
+    """Each file against the manifest (checkpoints written before manifests only need state.pt)."""
+    if not (directory / STATE).is_file():
+        raise CheckpointError(f"{directory}: no checkpoint ({STATE} missing)")
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        expected = json.loads(manifest.read_text())
+    except ValueError:
+        raise CheckpointError(f"{directory}: unreadable {MANIFEST}") from None
+    for name, digest in expected.items():
+        f = directory / name
+        if not f.is_file():
+            raise CheckpointError(f"{directory}: {name} missing")
+        if _sha256(f) != digest:
+            raise CheckpointError(f"{directory}: {name} is damaged (checksum mismatch)")
 
 
 def load(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, RunConfig, dict]:
     directory = Path(directory)
-    if not (directory / STATE).is_file():
-        raise CheckpointError(f"{directory}: no checkpoint ({STATE} missing)")
+    verify(directory)
     try:
         state = torch.load(directory / STATE, map_location=map_location, weights_only=True)
         cfg = RunConfig.from_dict(json.loads((directory / CONFIG).read_text()))
         metrics = json.loads((directory / METRICS).read_text()) if (directory / METRICS).is_file() else {}
-    except Exception as e:
-        raise CheckpointError(f"{directory}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    return state, cfg, metrics
+    except (ConfigError, OSError, ValueError, RuntimeError, EOFError, KeyError) as e:
+        raise CheckpointError(f"{directory}: unreadable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return state, cfg, registry.upgrade(metrics, detector_of(cfg))
 
 
 def load_history(directory: str | Path) -> list[dict[str, Any]]:
     """The evaluations up to this checkpoint, oldest first ([] if it kept none)."""
-    path = Path(directory) / HISTORY
+    directory = Path(directory)
+    path = directory / HISTORY
     try:
-        return json.loads(path.read_text()) if path.is_file() else []
-    except ValueError as e:
+        history = json.loads(path.read_text()) if path.is_file() else []
+        cfg = RunConfig.from_dict(json.loads((directory / CONFIG).read_text()))
+    except (ValueError, OSError) as e:
         raise CheckpointError(f"{path}: unreadable history ({e})") from None
+    detector = detector_of(cfg)
+    return [registry.upgrade(h, detector) for h in history]
 
 
 def is_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / STATE).is_file()
+
+
+def step_dirs(parent: str | Path) -> list[Path]:
+    """Checkpoint directories under `parent`, newest first; temporary ones are never listed."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    return sorted((p for p in parent.iterdir() if NAME.match(p.name) and p.is_dir()), reverse=True)
+
+
+def latest_good(parent: str | Path, map_location: str | torch.device = "cpu"
+                ) -> tuple[Path, dict, RunConfig, dict, list[str]] | None:
+    """The newest checkpoint that loads, and a note for each newer one that did not."""
+    skipped = []
+    for d in step_dirs(parent):
+        try:
+            state, cfg, metrics = load(d, map_location)
+        except CheckpointError as e:
+            skipped.append(str(e))
+            continue
+        return d, state, cfg, metrics, skipped
+    return None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -20,16 +21,26 @@ DETECTORS = ("auto", "lenet-mnist", "inception", "coords")
 DCGAN_RESOLUTIONS = (28, 32, 64)
 PLACEMENT = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MATERIALIZE = ("auto", "always", "never")
+SWITCH = ("auto", "on", "off")
+#: Keys a resumed run may not change: they change the model's shape or what its numbers mean
+#: (the evaluation protocol), so the checkpoint or the history would no longer fit.
+FIXED_ON_RESUME = ("data.", "model.", "eval.num_samples", "eval.detector")
 
 
 class ConfigError(ValueError):
     """A bad configuration value; its message is one line that names the dotted key."""
 
 
+class RunFailed(Exception):
+    """A run or job that started and failed (the command line's exit status 1), unlike bad
+    input (exit 2); its message is one line."""
+
+
 @dataclass
 class DataConfig:
     path: str = ""
-    """Directory of Parquet shards (see distgan.data.schema). Empty: use `builtin`."""
+    """Directory of Parquet shards (see distgan.data.schema): a local path or a URI
+    (s3://bucket/prefix, gs://...). Empty: use `builtin`."""
     builtin: str = "mnist-embedded"
     """Data set prepared into the run directory when `path` is empty."""
     num_points: int = 20000
@@ -59,7 +70,10 @@ class ModelConfig:
     """Channels of G's last hidden layer; deeper layers double it (the width multiplier)."""
     d_width: int = 32
     conditional: bool = False
-    """Class-conditional: label embedding into G, projection discriminator."""
+    """Class-conditional: the label into G (see `cond`), projection discriminator."""
+    cond: str = "concat"
+    """How a conditional G takes the label: `concat` (an embedding beside z) or `cbn`
+    (conditional BatchNorm: per-class scale and shift in every normalization layer)."""
     num_classes: int = 10
     sn_d: bool = True
     """Spectral normalization on D's weights (fights vanishing gradients)."""
@@ -72,6 +86,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check(self.arch in ("dcgan", "mlp"), "model.arch", self.arch, "dcgan or mlp")
+        _check(self.cond in ("concat", "cbn"), "model.cond", self.cond, "concat or cbn")
         if self.arch == "dcgan":
             _check(self.resolution in DCGAN_RESOLUTIONS, "model.resolution", self.resolution,
                    f"one of {DCGAN_RESOLUTIONS} for dcgan")
@@ -104,12 +119,16 @@ class OptimConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    lr_decay: str = "none"
+    """`linear`: both learning rates fall linearly to 0 at train.steps (the last steps refine
+    instead of oscillating); `none`: constant."""
 
     def validate(self) -> None:
         _check(self.lr_g > 0, "optim.lr_g", self.lr_g, "> 0")
         _check(self.lr_d > 0, "optim.lr_d", self.lr_d, "> 0")
         _check(0 <= self.beta1 < 1, "optim.beta1", self.beta1, "in [0, 1)")
         _check(0 <= self.beta2 < 1, "optim.beta2", self.beta2, "in [0, 1)")
+        _check(self.lr_decay in ("none", "linear"), "optim.lr_decay", self.lr_decay, "none or linear")
 
 
 @dataclass
@@ -128,7 +147,16 @@ class TrainConfig:
     amp: str = "auto"
     """auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off."""
     keep_checkpoints: int = 3
-    """Checkpoints kept per Ray run, the best by FID (Ray's CheckpointConfig.num_to_keep)."""
+    """Checkpoints kept per run: the best by the Fréchet distance (Ray's CheckpointConfig.num_to_keep)."""
+    channels_last: str = "auto"
+    """Images in channels-last memory format (tensor cores' layout). auto: on for CUDA images."""
+    fused_optim: str = "auto"
+    """Fused Adam (one kernel for all parameters). auto: on for CUDA."""
+    cudnn_benchmark: str = "auto"
+    """cudnn.benchmark: pick the fastest convolution algorithms once. auto: on for CUDA."""
+    compile: str = "off"
+    """torch.compile the D step and the G step (auto: on for CUDA). WGAN-GP's double backward is
+    not compiled (torch.compile does not support it): its D step runs eager."""
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", self.steps, ">= 1")
@@ -138,22 +166,39 @@ class TrainConfig:
         _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
         _check(self.amp in ("auto", "bf16", "off"), "train.amp", self.amp, "auto, bf16 or off")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, ">= 1")
+        for key in ("channels_last", "fused_optim", "cudnn_benchmark", "compile"):
+            _check(getattr(self, key) in SWITCH, f"train.{key}", getattr(self, key), f"one of {SWITCH}")
 
 
 @dataclass
 class EvalConfig:
     num_samples: int = 2000
-    """Generated and real samples per FID; the metric name carries it (fid2k)."""
+    """Generated and real samples per evaluation; metric names carry it (fd_lenet2k, fid10k)."""
     detector: str = "auto"
     """Feature network: auto picks lenet-mnist for 28x28x1, coords for points, else inception."""
     batch_size: int = 250
     grid_size: int = 64
     """Images in the logged sample grid."""
     cache_dir: str = ""
-    """Reference-statistics cache; empty: $DISTGAN_CACHE/stats or ~/.cache/distgan/stats."""
+    """Reference-statistics cache (a path or URI); empty: a tuning job's storage, else
+    $DISTGAN_CACHE/stats or ~/.cache/distgan/stats."""
+    metrics: list[str] = field(default_factory=lambda: ["fd", "modes"])
+    """Metrics of each evaluation (distgan.metrics.registry): fd (the Fréchet distance, always),
+    modes (class or mixture-mode coverage), kd (KID), prdc (precision/recall/density/coverage);
+    `kd@5` computes KID at every 5th evaluation only."""
 
     def validate(self) -> None:
+        from distgan.metrics.registry import parse
+
         _check(self.num_samples >= 2, "eval.num_samples", self.num_samples, ">= 2")
+        try:
+            schedule = parse(self.metrics)
+        except ValueError as e:
+            raise ConfigError(f"eval.metrics: {e}") from None
+        if "prdc" in schedule:
+            _check(self.num_samples > 5, "eval.num_samples", self.num_samples, "> 5 for prdc (its k-NN balls use k=5)")
+        if "kd" in schedule:
+            _check(self.num_samples >= 4, "eval.num_samples", self.num_samples, ">= 4 for kd")
         _check(self.detector in DETECTORS, "eval.detector", self.detector, f"one of {DETECTORS}")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
         _check(self.grid_size >= 1, "eval.grid_size", self.grid_size, ">= 1")
@@ -172,7 +217,8 @@ class ScalingConfig:
     data_cpus: float = 1.0
     """CPUs each run leaves free for Ray Data (its file-listing task takes a whole CPU):
     runs and trials that would leave less are refused or not started, never left to hang."""
-    max_failures: int = 0
+    max_failures: int = 1
+    """Restarts of a run's worker group after a worker dies (from its last checkpoint); -1: forever."""
     placement_strategy: str = "PACK"
     """How a run's workers are placed (Ray placement groups): PACK on few nodes, SPREAD over many."""
     shared_storage: bool = False
@@ -216,8 +262,17 @@ class StopConfig:
 @dataclass
 class TrackingConfig:
     mlflow_uri: str = ""
-    """Empty: no tracking in a plain `distgan train`."""
+    """Empty: no tracking in a plain `distgan train`. Never holds credentials (user:password
+    in a URI is refused: use MLFLOW_TRACKING_USERNAME/PASSWORD or the cluster's secrets)."""
     experiment: str = "distgan"
+
+    def validate(self) -> None:
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.mlflow_uri).password is not None:
+            raise ConfigError("tracking.mlflow_uri: holds a password; give the bare URI and the credentials in "
+                              "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
 
 
 @dataclass
@@ -262,6 +317,12 @@ class RunConfig:
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
 
 
+def resume_changes(saved: RunConfig, new: RunConfig) -> list[str]:
+    """Dotted keys that differ and a resume may not change (FIXED_ON_RESUME)."""
+    old, now = saved.flat(), new.flat()
+    return [k for k in now if now[k] != old[k] and k.startswith(FIXED_ON_RESUME)]
+
+
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {value!r} is invalid, expected {expected}")
@@ -287,8 +348,15 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
 
 
 def _coerce(typ: type, value: Any, key: str) -> Any:
+    if get_origin(typ) is list:
+        (item,) = get_args(typ)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not a list")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
     if typ is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: {value!r} is not a bool")
     if typ in (int, float) and isinstance(value, bool):
@@ -298,14 +366,22 @@ def _coerce(typ: type, value: Any, key: str) -> Any:
     return value
 
 
+#: YAML 1.1 reads these as booleans; as values of --set they are words (train.compile=on).
+WORDS = {"on", "off", "yes", "no", "y", "n"}
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """`a.b=value` strings to {key: typed value}; YAML parses the value (1e-4, true, [1, 2])."""
+    """`a.b=value` strings to {key: typed value}; YAML parses the value (1e-4, true, [1, 2]),
+    except that on/off/yes/no stay words (a bool is written true or false)."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        value = yaml.safe_load(raw)
+        try:
+            value = raw.strip() if raw.strip().lower() in WORDS else yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
             try:
                 value = float(value)
@@ -325,7 +401,14 @@ def load(preset: str | None = None, config_file: str | None = None, overrides: l
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"--config {config_file}: no such file")
-        cfg = RunConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"--config {config_file}{where}: not valid YAML "
+                              f"({getattr(e, 'problem', None) or type(e).__name__})") from None
+        cfg = RunConfig.from_dict(raw)
     else:
         cfg = presets.get(preset or "mnist")
     return cfg.with_overrides(parse_set(overrides or []))

@@ -2,40 +2,49 @@
 of the trial's Train workers), one run per plain `distgan train`.
 
 Runs are found again by tags (job name, trial id, run directory), so a resumed job or
-trial continues its own run instead of opening a second one. A local SQLite store is
-always reached through one `mlflow server` child process: several trials writing one
-SQLite file race, one server is a single writer. Experiments are addressed by id, never
-through `mlflow.set_experiment` (it sets MLFLOW_EXPERIMENT_ID for every later process).
+trial continues its own run instead of opening a second one. Experiments are addressed by
+id, never through `mlflow.set_experiment` (it sets MLFLOW_EXPERIMENT_ID for every later
+process).
+
+A tracker outage never kills a trial or loses an evaluation: during training every call
+has a short timeout and no client-side retries, a failed evaluation goes to a spool beside
+the run's checkpoints, and the spool is replayed at the next successful log, at the end of
+the trial and when the job closes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from distgan import server, storage
 from distgan.config import ConfigError
 
 DEFAULT_EXPERIMENT = "distgan"
 DEFAULT_STORE = "outputs/mlflow.db"
+# tags every module reads and writes
 PARENT = "mlflow.parentRunId"
 KIND, JOB, TRIAL, RUN_DIR = "distgan.kind", "distgan.job", "distgan.trial_id", "distgan.run_dir"
-STOP_REASON = "stop_reason"
+STOP_REASON, BEST_CHECKPOINT, BEST_TRIAL, DATA_DIR = "stop_reason", "best_checkpoint", "best_trial_id", "data_dir"
+DISTANCE, LINEAGE, STUDY = "distance_metric", "lineage", "optuna_study"
 TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as run tags
+# metrics
+BEST = "fd_best"  # a trial's (and a job's) lowest Fréchet distance, the objective
+LEGACY_BEST = "best_fid"  # what runs logged before metric names carried their feature space
 RAY_JOB_ENV = "DISTGAN_RAY_JOB_ID"  # set by `distgan submit` to the Ray job's submission id
 FINAL_STATUS = {"error": "FAILED", "scheduler": "KILLED"}  # any other stop reason: FINISHED
-ARTIFACTS_DIR = "mlartifacts"
-SERVER_START_S = 60
+PROBE_TIMEOUT_S = 5
+CALL_TIMEOUT_S = 10
+RECONNECT_S = float(os.environ.get("DISTGAN_MLFLOW_RECONNECT_S", "600"))
 
 
 def default_uri() -> str:
@@ -50,84 +59,77 @@ def sqlite_path(uri: str) -> Path | None:
 
 def check_uri(uri: str) -> str:
     if sqlite_path(uri) is None and not uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(f"--mlflow-uri {uri}: expected sqlite:///PATH or http(s)://HOST:PORT "
+        raise ConfigError(f"--mlflow-uri {redact(uri)}: expected sqlite:///PATH or http(s)://HOST:PORT "
                           "(MLflow 3 refuses the file store)")
+    if urlsplit(uri).password is not None:
+        raise ConfigError(f"--mlflow-uri {redact(uri)}: holds a password; give the bare URI and the credentials in "
+                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     return uri
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def redact(uri: str) -> str:
+    """A URI without user:password, fit to print or log."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    return parts._replace(netloc=f"***@{host}{f':{parts.port}' if parts.port else ''}").geturl()
 
 
-def server_command(db: Path, host: str, port: int, allowed_hosts: str | None = None) -> list[str]:
-    """`mlflow server` on an SQLite store, artifacts served from `mlartifacts/` beside it."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-           "--artifacts-destination", str(db.parent / ARTIFACTS_DIR), "--host", host, "--port", str(port),
-           "--workers", "1"]
-    return cmd + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """One line within seconds when an http(s) tracking server does not answer /health."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    if not server.healthy(uri, timeout):
+        raise ConfigError(f"--mlflow-uri {redact(uri)}: the MLflow server does not answer {uri.rstrip('/')}/health "
+                          f"within {timeout:.0f} s (is it running? reachable from here?)")
 
 
-def wait_healthy_url(url: str, proc: subprocess.Popen | None = None, timeout: float = SERVER_START_S) -> None:
-    """Until `url` answers 200 (a server's health or version endpoint)."""
+def await_server(uri: str, timeout: float = RECONNECT_S, say=print) -> None:
+    """Wait (bounded) for an http(s) tracking server that went away during a job, so the job's
+    runs can be closed and its spooled evaluations logged; one line while waiting."""
+    if not uri.startswith(("http://", "https://")) or server.healthy(uri):
+        return
+    say(f"MLflow {redact(uri)} is unreachable: waiting up to {timeout:.0f} s to log the spooled evaluations and "
+        "close the job's runs")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ConfigError(f"server for {url} exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise ConfigError(f"{url}: not healthy after {timeout:.0f} s")
-
-
-def start_server(db: Path, host: str, port: int) -> subprocess.Popen:
-    """`mlflow server` on the store `db` in its own process group, once it answers /health."""
-    db = db.resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.parent / "mlflow-server.log", "ab") as log:
-        proc = subprocess.Popen(server_command(db, host, port), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    wait_healthy_url(f"http://{host}:{port}/health", proc)
-    return proc
+        time.sleep(2)
+        if server.healthy(uri):
+            say(f"MLflow {redact(uri)} is back")
+            return
+    raise ConfigError(f"--mlflow-uri {redact(uri)}: unreachable for {timeout:.0f} s; the evaluations stay spooled "
+                      "in the job's storage: `distgan tune --resume` logs them")
 
 
 @contextlib.contextmanager
-def served(uri: str, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """The URI to log to: http(s) as given; an SQLite store behind a child `mlflow server`
-    that lives as long as the block (stopped with its process group)."""
+def bounded(timeout: float = CALL_TIMEOUT_S) -> Iterator[None]:
+    """MLflow calls that fail within `timeout` seconds instead of retrying for minutes (its
+    defaults: 7 retries with backoff, 120 s per request)."""
+    keys = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout)), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def served(uri: str) -> Iterator[str]:
+    """The URI to log to: http(s) as given (after a health probe); an SQLite store behind a
+    local `mlflow server` (reused when one serves it, else started for the block)."""
     db = sqlite_path(check_uri(uri))
     if db is None:
+        check_reachable(uri)
         yield uri
         return
-    port = port or free_port(host)
-    proc = start_server(db, host, port)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def ensure_server(db: Path, host: str = "127.0.0.1", port: int = 5000) -> str:
-    """A server that outlives this process (the UI of `make demo`): reused when one already
-    answers on the port, else started detached, its pid in mlflow-server.pid beside the store."""
-    url = f"http://{host}:{port}"
-    with contextlib.suppress(ConfigError):
-        wait_healthy_url(f"{url}/health", timeout=1)
-        return url
-    proc = start_server(db, host, port)
-    (db.parent / "mlflow-server.pid").write_text(str(proc.pid))
-    return url
+    with server.serving(db) as url:
+        yield url
 
 
 def client(uri: str):
@@ -157,7 +159,7 @@ def find_run(c, exp_id: str, tags: dict[str, str]) -> str | None:
 def open_run(c, exp_id: str, tags: dict[str, str], name: str, params: dict[str, Any] | None = None,
              reuse: bool = True) -> str:
     """Continue the latest run carrying these tags (reuse), or start one; params are logged
-    once, at the start."""
+    once, at the start, with credentials stripped from any URI among them."""
     from mlflow.entities import Param
 
     run_id = find_run(c, exp_id, tags) if reuse else None
@@ -166,22 +168,23 @@ def open_run(c, exp_id: str, tags: dict[str, str], name: str, params: dict[str, 
         return run_id
     run_id = c.create_run(exp_id, tags=tags, run_name=name).info.run_id
     if params:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             c.log_batch(run_id, params=items[i:i + 100])
     c.set_tag(run_id, "distgan.version", _version())
     return run_id
 
 
-def log_evaluation(c, run_id: str, metrics: dict[str, Any], step: int, grid: Path | None = None) -> None:
+def log_evaluation(c, run_id: str, metrics: dict[str, Any], step: int, grid: Path | None = None,
+                   timestamp: int | None = None) -> None:
     """Every finite number of an evaluation at its step; the sample grid as an image at its step."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = timestamp or int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     c.log_batch(run_id, metrics=batch)
-    if grid is not None and grid.is_file():
+    if grid is not None and Path(grid).is_file():
         from PIL import Image
 
         with Image.open(grid) as im:
@@ -193,12 +196,104 @@ def log_evaluation(c, run_id: str, metrics: dict[str, Any], step: int, grid: Pat
 
 @dataclass(frozen=True)
 class RunLog:
-    """Where one run logs its evaluations; plain data, so it travels to Ray Train's rank 0."""
+    """Where one run logs its evaluations; plain data, so it travels to Ray Train's rank 0.
+    `spool` (a path or URI beside the run's checkpoints) keeps what the tracker missed."""
     uri: str
     run_id: str
+    spool: str = ""
 
-    def log(self, metrics: dict[str, Any], step: int, grid: Path | None = None) -> None:
-        log_evaluation(client(self.uri), self.run_id, metrics, step, grid)
+    @classmethod
+    def for_trial(cls, uri: str, exp_id: str, parent_id: str, trial_id: str, params: dict, spool: str
+                  ) -> "RunLog | None":
+        """The trial's child run (its own again on resume), or None when the tracker stays
+        unreachable for a minute: the trial trains untracked rather than not at all."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with bounded():
+                    c = client(uri)
+                    run_id = open_run(c, exp_id, {PARENT: parent_id, KIND: "trial", TRIAL: trial_id},
+                                      f"trial-{trial_id}", params)
+                return cls(uri, run_id, spool)
+            except Exception as e:  # any transport or server error of the MLflow client
+                if time.monotonic() > deadline:
+                    print(f"[{trial_id}] MLflow {redact(uri)} unreachable ({type(e).__name__}): this trial is not "
+                          "tracked", flush=True)
+                    return None
+                time.sleep(5)
+
+    def log(self, metrics: dict[str, Any], step: int, grid: Path | None = None) -> bool:
+        """Log now (with whatever waited in the spool first); on failure spool it. True when logged."""
+        try:
+            with bounded():
+                c = client(self.uri)
+                self.replay(c)
+                log_evaluation(c, self.run_id, metrics, step, grid)
+            return True
+        except Exception as e:
+            if not self.spool:
+                raise
+            self._spool(metrics, step, grid)
+            print(f"MLflow {redact(self.uri)} unreachable ({type(e).__name__}): step {step} spooled to {self.spool}",
+                  flush=True)
+            return False
+
+    def _spool(self, metrics: dict[str, Any], step: int, grid: Path | None) -> None:
+        name = f"{step:09d}"
+        record = {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}, "step": step,
+                  "timestamp": int(time.time() * 1000)}
+        if grid is not None and Path(grid).is_file():
+            storage.write_bytes(storage.join(self.spool, f"{name}.png"), Path(grid).read_bytes())
+        storage.write_text(storage.join(self.spool, f"{name}.json"), json.dumps(record))
+
+    def replay(self, c=None) -> int:
+        """Log what the spool holds, oldest first, removing each entry once logged."""
+        if not self.spool:
+            return 0
+        names = [n for n in storage.list_dir(self.spool) if n.endswith(".json")]
+        if not names:
+            return 0
+        import tempfile
+
+        c = c or client(self.uri)
+        for name in names:
+            where = storage.join(self.spool, name)
+            record = json.loads(storage.read_text(where))
+            png = storage.join(self.spool, name.replace(".json", ".png"))
+            with tempfile.TemporaryDirectory() as tmp:
+                grid = storage.download(png, Path(tmp) / "grid.png") if storage.exists(png) else None
+                log_evaluation(c, self.run_id, record["metrics"], record["step"], grid, record["timestamp"])
+            for f in (where, png):
+                if storage.exists(f):
+                    fs, path = storage.resolve(f)
+                    fs.delete_file(path)
+        return len(names)
+
+    def end(self, status: str) -> None:
+        """Best effort: replay the spool and close the run; if the tracker is down, the job's
+        close (or a resume) does it later."""
+        try:
+            with bounded():
+                c = client(self.uri)
+                self.replay(c)
+                end_run(c, self.run_id, status)
+        except Exception as e:
+            print(f"MLflow {redact(self.uri)} unreachable ({type(e).__name__}): run {self.run_id} left open; "
+                  "the job closes it when it can", flush=True)
+
+
+def log_exploit(uri: str, run_id: str, records: list[dict]) -> None:
+    """A PBT trial's exploits on its run: the lineage as a tag and a JSON artifact, and a
+    point on the `exploit` metric at each step it took another trial's state."""
+    try:
+        with bounded():
+            c = client(uri)
+            last = records[-1]
+            c.set_tag(run_id, LINEAGE, " <- ".join(f"{r['from_trial']}@{r['step']}" for r in records)[:5000])
+            c.log_metric(run_id, "exploit", 1.0, step=last["step"])
+            c.log_text(run_id, json.dumps(records, indent=2), "lineage.json")
+    except Exception as e:
+        print(f"MLflow {redact(uri)}: lineage not logged ({type(e).__name__})", flush=True)
 
 
 @contextlib.contextmanager
@@ -214,16 +309,17 @@ def train_run(cfg, out: str | Path, resume: bool) -> Iterator[RunLog | None]:
         c = client(url)
         exp_id = experiment_id(c, cfg.tracking.experiment or DEFAULT_EXPERIMENT)
         run_id = open_run(c, exp_id, {KIND: "train", RUN_DIR: str(out)}, out.name, cfg.flat(), reuse=resume)
-        print(f"MLflow: {uri} run {run_id}", flush=True)
+        print(f"MLflow: {redact(uri)} run {run_id}", flush=True)
+        log = RunLog(url, run_id, str(out / "mlflow_spool"))
         try:
-            yield RunLog(url, run_id)
+            yield log
         except KeyboardInterrupt:
-            end_run(c, run_id, "KILLED")
+            log.end("KILLED")
             raise
         except BaseException:
-            end_run(c, run_id, "FAILED")
+            log.end("FAILED")
             raise
-        end_run(c, run_id, "FINISHED")
+        log.end("FINISHED")
 
 
 def end_run(c, run_id: str, status: str) -> None:
@@ -250,25 +346,29 @@ def kill_running_children(c, exp_id: str, parent_id: str) -> None:
             end_run(c, run.info.run_id, "KILLED")
 
 
-def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files: list[Path]) -> None:
-    """Each child run ends as its trial really ended (ASHA's stop: KILLED; a crash: FAILED)
-    with its best FID and checkpoint; the parent gets the table, the plots and the winner."""
+def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files: list[Path],
+              spools: dict[str, str] | None = None) -> None:
+    """Each child run gets what its trial's spool holds, then ends as the trial really ended
+    (ASHA's stop: KILLED; a crash: FAILED) with its best distance and checkpoint; the parent
+    gets the table, the plots and the winner."""
     for row in rows:
         run_id = find_run(c, exp_id, {PARENT: parent_id, TRIAL: row["trial_id"]})
         if run_id is None:  # the trial failed before it could open its run
             continue
+        for spool in (spools or {}).get(row["trial_id"], []):
+            RunLog(c.tracking_uri, run_id, spool).replay(c)
         c.set_tag(run_id, STOP_REASON, row["stop_reason"])
         if row["checkpoint"]:
-            c.set_tag(run_id, "best_checkpoint", row["checkpoint"])
-        if math.isfinite(row["best_fid"]):
-            c.log_metric(run_id, "best_fid", row["best_fid"], step=row["best_step"])
+            c.set_tag(run_id, BEST_CHECKPOINT, row["checkpoint"])
+        if math.isfinite(row["best"]):
+            c.log_metric(run_id, BEST, row["best"], step=row["best_step"])
         end_run(c, run_id, FINAL_STATUS.get(row["stop_reason"], "FINISHED"))
     for f in files:
         c.log_artifact(parent_id, str(f))
-    best = rows[0] if rows and math.isfinite(rows[0]["best_fid"]) else None
+    best = rows[0] if rows and math.isfinite(rows[0]["best"]) else None
     if best is not None:
-        c.log_metric(parent_id, "best_fid", best["best_fid"])
-        c.set_tag(parent_id, "best_trial_id", best["trial_id"])
+        c.log_metric(parent_id, BEST, best["best"])
+        c.set_tag(parent_id, BEST_TRIAL, best["trial_id"])
     end_run(c, parent_id, "FINISHED")
 
 
