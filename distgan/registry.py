@@ -1,34 +1,40 @@
-"""Promotion and sampling: the lowest-FID checkpoint over all trials of a tuning job,
+"""Promotion and sampling: the lowest-distance checkpoint over all trials of a tuning job,
 re-evaluated with a larger protocol (so the promoted number is not the lucky draw that won),
 logged with mlflow.pytorch, registered and given an alias; then images from the registry.
 
-The registered model is G_ema behind `Sampler`, exported in MLflow's pt2 format (no pickled
-code: loading it runs none). Its input is one float tensor: the latent z, and for a
-conditional G one more column holding the class index.
+The registered model is G_ema behind `Sampler`, exported in MLflow's pt2 format. Loading a
+model runs no code from it: only a pytorch model in the pt2 format without a `code/` folder
+is accepted, and it is loaded with pickle deserialization off; anything else is refused in
+one line. Its input is one float tensor: the latent z, and for a conditional G one more
+column holding the class index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
-from distgan import checkpoint, tracking
+from distgan import checkpoint, storage, tracking
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import inspect
-from distgan.loop import eval_context
+from distgan.metrics import registry as metric_names
 from distgan.metrics.detectors import file_sha256
-from distgan.metrics.evaluate import EVAL_SEED, evaluate, fid_name, fixed_latents
+from distgan.metrics.evaluate import EVAL_SEED, Evaluator, fixed_latents
 from distgan.models import build_models
 from distgan.plots import save_image_grid, save_points
 
 ARTIFACT = "generator"
 SHA_TAG = "checkpoint_sha256"
+PT2_FILE = "model.pt2"
 
 
 class Sampler(nn.Module):
@@ -61,23 +67,28 @@ def job_runs(c, exp_id: str, parent_run_id: str | None):
     return parent, tracking.child_runs(c, exp_id, parent.info.run_id)
 
 
+def best_of(run) -> float:
+    """A trial's best distance; runs logged before names carried their feature space say best_fid."""
+    m = run.data.metrics
+    return m.get(tracking.BEST, m.get(tracking.LEGACY_BEST, math.inf))
+
+
 def best_trial(parent, children):
-    """The child run with the lowest finite best FID that kept a checkpoint."""
-    scored = [r for r in children if math.isfinite(r.data.metrics.get("best_fid", math.inf))
-              and r.data.metrics["best_fid"] < 1e4 and r.data.tags.get("best_checkpoint")]
+    """The child run with the lowest finite best distance that kept a checkpoint."""
+    scored = [r for r in children if math.isfinite(best_of(r)) and best_of(r) < 1e4
+              and r.data.tags.get(tracking.BEST_CHECKPOINT)]
     if not scored:
-        raise ConfigError(f"parent run {parent.info.run_id} ({parent.info.run_name}): no trial with a finite FID "
+        raise ConfigError(f"parent run {parent.info.run_id} ({parent.info.run_name}): no trial with a finite distance "
                           "and a checkpoint, nothing to promote")
-    return min(scored, key=lambda r: r.data.metrics["best_fid"])
+    return min(scored, key=best_of)
 
 
-def fetch_checkpoint(path: str, tmp: str) -> Path:
-    """A local checkpoint directory as is; a storage URI (s3://, gs://) downloaded by Ray."""
-    if "://" not in path:
-        return Path(path)
-    import ray.train
-
-    return Path(ray.train.Checkpoint(path=path).to_directory(tmp))
+def fetch_checkpoint(location: str, tmp: str) -> Path:
+    """A checkpoint directory as a local path: a local one as is, one in an object store
+    (s3://, gs://, scheme intact) downloaded."""
+    if not storage.is_uri(location):
+        return Path(location)
+    return storage.download(location, Path(tmp) / storage.name(location))
 
 
 def load_generator(ckpt_dir: Path, device: torch.device) -> tuple[nn.Module, RunConfig, dict]:
@@ -88,11 +99,11 @@ def load_generator(ckpt_dir: Path, device: torch.device) -> tuple[nn.Module, Run
 
 
 def reevaluate(G: nn.Module, cfg: RunConfig, data_dir: str, n: int, device: torch.device) -> dict[str, float]:
-    """The promoted FID: n samples, the run's own detector; `detector` names the one used."""
+    """The promoted numbers: n samples, the run's own detector, every registered metric."""
     cfg = cfg.with_overrides({"eval.num_samples": n})
-    ctx = eval_context(cfg, data_dir, inspect(data_dir), device)
-    scores = evaluate(G, n, cfg.eval.batch_size, ctx.detector, ctx.real, device=device, mixture=ctx.mixture)
-    return {**scores, "detector": ctx.detector.name}
+    evaluator = Evaluator.build(cfg, inspect(data_dir), device)
+    scores = evaluator(G)
+    return {**scores, "detector": evaluator.detector.name, "fd_key": evaluator.fd_key}
 
 
 def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: str, alias: str, eval_n: int,
@@ -102,33 +113,37 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
+    from distgan.local import pick_device
+
+    dev = pick_device(device)
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        raise ConfigError(f"--experiment {experiment}: no such MLflow experiment at {uri}")
+        raise ConfigError(f"--experiment {experiment}: no such MLflow experiment at {tracking.redact(uri)}")
     parent, children = job_runs(c, exp.experiment_id, parent_run_id)
     best = best_trial(parent, children)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = fetch_checkpoint(best.data.tags["best_checkpoint"], tmp)
+        ckpt = fetch_checkpoint(best.data.tags[tracking.BEST_CHECKPOINT], tmp)
         sha = file_sha256(ckpt / checkpoint.STATE)
         known = [v for v in c.search_model_versions(f"name = '{model_name}'") if v.tags.get(SHA_TAG) == sha]
         if known:
             c.set_registered_model_alias(model_name, alias, known[0].version)
             return {"version": known[0].version, "new": False, **known[0].tags}
         G, cfg, train_metrics = load_generator(ckpt, dev)
-    data_dir = parent.data.tags.get("data_dir") or cfg.data.path
+    data_dir = parent.data.tags.get(tracking.DATA_DIR) or cfg.data.path
     scores = reevaluate(G, cfg, data_dir, eval_n, dev)
     z_dim, k = cfg.model.z_dim, (cfg.model.num_classes if cfg.model.conditional else 0)
     model = Sampler(G, z_dim, bool(k)).cpu().eval()
     example = sampler_input(*fixed_latents(4, z_dim, k, EVAL_SEED))
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
-    train_fid = fid_name(cfg.eval.num_samples)
+    detector = checkpoint.detector_of(cfg)
+    train_key = metric_names.fd_name(detector, cfg.eval.num_samples)
     tags = {SHA_TAG: sha, "trial_id": best.data.tags.get(tracking.TRIAL, ""), "parent_run_id": parent.info.run_id,
             "detector": scores["detector"], "step": str(int(train_metrics.get("step", -1))),
             "config_sha256": hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16],
-            train_fid: f"{best.data.metrics['best_fid']:.6g}", fid_name(eval_n): f"{scores[fid_name(eval_n)]:.6g}"}
+            train_key: f"{best_of(best):.6g}", scores["fd_key"]: f"{scores[scores['fd_key']]:.6g}",
+            "promoted_metric": scores["fd_key"]}
     for key in ("classes_covered", "modes_covered"):
         if key in scores:
             tags[key] = str(int(scores[key]))
@@ -140,6 +155,7 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
         config_file.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         mlflow.log_metrics({f"promoted_{name}": v for name, v in scores.items() if isinstance(v, float)})
         logged = mlflow.pytorch.log_model(model, name=ARTIFACT, input_example=example.numpy(), signature=signature,
+                                          serialization_format="pt2",
                                           metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch},
                                           extra_files=[str(config_file)], registered_model_name=model_name)
     tracking.end_run(c, best.info.run_id, status)  # promotion does not change how the trial ended
@@ -185,22 +201,72 @@ def sample_latents(z_dim: int, k: int, n: int, label: int | None, interpolate: t
     return sampler_input(z, y), per_row
 
 
-def sample(uri: str, model_uri: str, out: str | Path, n: int = 64, label: int | None = None,
-           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0) -> Path:
+@contextlib.contextmanager
+def _no_pickle():
+    old = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = old
+
+
+def check_safe(local: Path, model_uri: str) -> dict:
+    """The model's MLmodel when it can be loaded without running its code, else one line."""
+    try:
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raise ConfigError(f"--model {model_uri}: no readable MLmodel file (not an MLflow model)") from None
+    flavor = (mlmodel.get("flavors") or {}).get("pytorch")
+    if not isinstance(flavor, dict):
+        raise ConfigError(f"--model {model_uri}: not a pytorch model (flavors: {sorted(mlmodel.get('flavors') or {})})")
+    if flavor.get("code") or (local / "code").exists():
+        raise ConfigError(f"--model {model_uri}: carries a code/ folder, which loading would import; refused")
+    data = local / str(flavor.get("model_data", "data"))
+    if not (data / PT2_FILE).is_file():
+        raise ConfigError(f"--model {model_uri}: not in the pt2 format (a pickled model runs code when loaded); "
+                          "refused")
+    return mlmodel
+
+
+def load_model(uri: str, model_uri: str, tmp: str) -> tuple[nn.Module, dict]:
+    """A registered generator and its metadata, loaded without running any code from it."""
     import mlflow
+    import mlflow.artifacts
     import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(uri)  # else models:/ resolves against a default ./mlflow.db it would create
     try:
-        meta = mlflow.models.get_model_info(model_uri).metadata or {}
-    except Exception as e:
-        raise ConfigError(f"--model {model_uri}: not found at {uri} ({type(e).__name__})") from None
-    G = mlflow.pytorch.load_model(model_uri)
-    zy, per_row = sample_latents(int(meta["z_dim"]), int(meta["num_classes"]), n, label, interpolate, steps, seed)
+        with tracking.bounded(30):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri))
+    except MlflowException as e:
+        raise ConfigError(f"--model {model_uri}: not found at {tracking.redact(uri)} "
+                          f"({str(e).splitlines()[0][:200]})") from None
+    mlmodel = check_safe(local, model_uri)
+    try:
+        with _no_pickle():
+            G = mlflow.pytorch.load_model(str(local))
+    except MlflowException as e:
+        raise ConfigError(f"--model {model_uri}: refused ({str(e).splitlines()[0][:200]})") from None
+    return G, mlmodel.get("metadata") or {}
+
+
+def sample(uri: str, model_uri: str, out: str | Path, n: int = 64, label: int | None = None,
+           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        G, meta = load_model(uri, model_uri, tmp)
+    try:
+        z_dim, k = int(meta["z_dim"]), int(meta["num_classes"])
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError(f"--model {model_uri}: no z_dim/num_classes metadata (not a distgan generator)") from None
+    zy, per_row = sample_latents(z_dim, k, n, label, interpolate, steps, seed)
     with torch.no_grad():
         x = G(zy)
     if meta.get("arch") == "mlp":
         return save_points(x, out)
     return save_image_grid(x, out, nrow=per_row)
-

@@ -1,10 +1,13 @@
-"""The end of a tuning job: a table of trials by best FID, trials.csv, and plots (FID
-curves of every trial, Optuna parameter importances and parallel coordinates)."""
+"""The end of a tuning job: a table of trials by their best distance, trials.csv, plots (the
+distance curve of every trial, Optuna's parameter importances and parallel coordinates) and,
+under population-based training, the champion's lineage."""
 
 from __future__ import annotations
 
 import csv
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +15,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
 
-from distgan.loop import EVALS  # noqa: E402
+from distgan import storage  # noqa: E402
+from distgan.trial import CHECKPOINT_URI, EVALS  # noqa: E402
 
 
-def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
-    """One row per trial: parameters, best FID (at any evaluation), evaluations, stop reason."""
+def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "") -> list[dict[str, Any]]:
+    """One row per trial: parameters, best distance (at any evaluation), evaluations, stop
+    reason, the best checkpoint's URI, and where its runs spooled what MLflow missed."""
     rows = []
     for r in results:
         df = r.metrics_dataframe
-        has = df is not None and fid_key in df
-        if has:  # a resumed trial reports its evaluations again (worker.replay): keep each step once
-            df = df.drop_duplicates("step").reset_index(drop=True)
+        has = df is not None and fd_key in df
+        if has:  # a resumed trial reports its evaluations again (trial.replay): keep each step once
+            df = df.drop_duplicates("step").sort_values("step").reset_index(drop=True)
         evals = int(df[EVALS].max()) if has else 0
         reason = ""
         if r.error is not None:
@@ -32,28 +36,59 @@ def trial_rows(results, fid_key: str, max_evals: int) -> list[dict[str, Any]]:
         elif has:
             reason = str(df["stop_reason"].iloc[-1] or "") if "stop_reason" in df else ""
             reason = reason or ("completed" if evals >= max_evals else "scheduler")
-        best = df.loc[df[fid_key].idxmin()] if has else None
+        best = df.loc[df[fd_key].idxmin()] if has else None
+        trial_id = trial_of(r, df)
+        runs = sorted(set(df["run_name"].dropna())) if has and "run_name" in df else [f"trial-{trial_id}"]
         rows.append({
-            "trial_id": (r.metrics or {}).get("trial_id") or Path(r.path).name.split("_")[2],
-            "best_fid": float(best[fid_key]) if best is not None else math.inf,
+            "trial_id": trial_id,
+            "best": float(best[fd_key]) if best is not None else math.inf,
             "best_step": int(best["step"]) if best is not None else -1,
             "evals": evals, "stop_reason": reason,
-            "checkpoint": str(best.get("checkpoint_path", "")) if best is not None else "",
-            "error_file": str(Path(r.path) / "error.txt") if r.error is not None else "",
+            "checkpoint": str(best.get(CHECKPOINT_URI, "") or "") if best is not None else "",
+            "error_file": storage.join(r.path, "error.txt") if r.error is not None else "",
             "params": dict(r.config),
-            "curve": df[["step", fid_key]].values.tolist() if has else [],
+            "curve": df[["step", fd_key]].values.tolist() if has else [],
+            "spools": [storage.join(experiment_dir, "train", run, "mlflow_spool") for run in runs] if experiment_dir else [],
         })
-    return sorted(rows, key=lambda row: row["best_fid"])
+    return sorted(rows, key=lambda row: row["best"])
 
 
-def format_table(rows: list[dict], fid_key: str, param_keys: list[str]) -> str:
-    head = ["trial", f"best {fid_key}", "at step", "evals", "stop", *param_keys]
+def trial_of(result, df) -> str:
+    """The trial's id: Tune's own column in its results (after a PBT exploit its `metrics`
+    are the donor's last result), else from its directory name."""
+    if df is not None and "trial_id" in df and len(df):
+        return str(df["trial_id"].iloc[0])
+    m = re.match(r"trial_driver_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_", Path(result.path).name)
+    return m.group(1) if m else Path(result.path).name
+
+
+def format_table(rows: list[dict], fd_key: str, param_keys: list[str]) -> str:
+    head = ["trial", f"best {fd_key}", "at step", "evals", "stop", *param_keys]
     lines = [head]
     for row in rows:
-        lines.append([row["trial_id"], f"{row['best_fid']:.3f}", str(row["best_step"]), str(row["evals"]),
+        lines.append([row["trial_id"], f"{row['best']:.3f}", str(row["best_step"]), str(row["evals"]),
                       row["stop_reason"], *(_fmt(row["params"].get(k, "-")) for k in param_keys)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def format_lineage(champion: str, lineage: dict[str, list[dict]]) -> str:
+    """How the champion's state came to be: the trials whose state it continued, newest first."""
+    from distgan.trial import describe_change
+
+    lines = [f"lineage of the champion, trial {champion}:"]
+    trial, before = champion, math.inf
+    seen = set()
+    while (trial, before) not in seen:
+        seen.add((trial, before))
+        earlier = [r for r in lineage.get(trial, []) if r["step"] < before]
+        if not earlier:
+            lines.append(f"  {trial} trained from scratch")
+            break
+        last = max(earlier, key=lambda r: r["step"])
+        lines.append(f"  {trial} took {last['from_trial']}'s state at step {last['step']} ({describe_change(last)})")
+        trial, before = last["from_trial"], last["step"] + 1
+    return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
@@ -63,24 +98,23 @@ def _fmt(v: Any) -> str:
 def write_csv(rows: list[dict], path: Path, param_keys: list[str]) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial_id", "best_fid", "best_step", "evals", "stop_reason", "checkpoint", "error_file",
-                    *param_keys])
+        w.writerow(["trial_id", "best", "best_step", "evals", "stop_reason", "checkpoint", "error_file", *param_keys])
         for row in rows:
-            w.writerow([row["trial_id"], row["best_fid"], row["best_step"], row["evals"], row["stop_reason"],
+            w.writerow([row["trial_id"], row["best"], row["best_step"], row["evals"], row["stop_reason"],
                         row["checkpoint"], row["error_file"], *(row["params"].get(k, "") for k in param_keys)])
     return path
 
 
-def plot_fid_curves(rows: list[dict], fid_key: str, path: Path) -> Path:
+def plot_curves(rows: list[dict], fd_key: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for row in rows:
         if row["curve"]:
-            steps, fids = zip(*row["curve"])
-            ax.plot(steps, fids, marker="o", ms=3, label=f"{row['trial_id']} ({row['stop_reason']})")
+            steps, values = zip(*row["curve"])
+            ax.plot(steps, values, marker="o", ms=3, label=f"{row['trial_id']} ({row['stop_reason']})")
     ax.set_xlabel("step")
-    ax.set_ylabel(fid_key)
+    ax.set_ylabel(fd_key)
     ax.set_yscale("log")
-    ax.set_title("FID of every trial")
+    ax.set_title(f"{fd_key} of every trial")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
@@ -88,18 +122,24 @@ def plot_fid_curves(rows: list[dict], fid_key: str, path: Path) -> Path:
     return path
 
 
-def optuna_study(rows: list[dict], dists: dict[str, optuna.distributions.BaseDistribution]) -> optuna.Study:
-    """The job's trials as an Optuna study (public API), so Optuna's own plots apply."""
+def optuna_study(rows: list[dict], dists: dict):
+    """The job's trials as an in-memory Optuna study (public API), for Optuna's plots when the
+    job had no study of its own (PBT, PB2)."""
+    import optuna
+
     study = optuna.create_study(direction="minimize")
     for row in rows:
-        if math.isfinite(row["best_fid"]):
+        if math.isfinite(row["best"]):
             params = {k: v for k, v in row["params"].items() if k in dists}
-            study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
-                                                      value=row["best_fid"]))
+            try:
+                study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                          value=row["best"]))
+            except ValueError:  # a value explore moved out of the space's list: plotted without it
+                continue
     return study
 
 
-def plot_optuna(study: optuna.Study, out_dir: Path) -> list[Path]:
+def plot_optuna(study, out_dir: Path, say: Callable[[str], None] = print) -> list[Path]:
     """Importances and parallel coordinates; skipped (with a note) when too few trials."""
     from optuna.visualization import matplotlib as ovm
 
@@ -115,5 +155,5 @@ def plot_optuna(study: optuna.Study, out_dir: Path) -> list[Path]:
             plt.close(fig)
             written.append(out_dir / name)
         except Exception as e:  # Optuna refuses importances for fewer than 2 distinct trials
-            print(f"note: {name} not written ({type(e).__name__}: {e})")
+            say(f"note: {name} not written ({type(e).__name__}: {e})")
     return written

@@ -1,172 +1,60 @@
-"""`distgan tune`: Ray Tune + Optuna over a search space file, FID as the objective.
+"""`distgan tune` (and `distgan.tune()`): Ray Tune + Optuna (or population-based training)
+over a sweep file, the Fréchet distance of the run's evaluation protocol as the objective.
 
-Each Tune trial is a driver function that builds and fits a TorchTrainer (Train V2 with
-TuneReportCallback), so Tune sees every evaluation. The objective is `fid_best`, the
-trial's best FID so far: ASHA-stopped trials reach Optuna with their last result, and a
-trial is only as good as its best checkpoint. Early stopping: the scheduler (ASHA by
-default) plus the plateau and divergence rules of distgan.stopping, whose reason each
-trial reports as `stop_reason`.
+Each Tune trial is a driver (distgan.trial) that fits a TorchTrainer, so Tune sees every
+evaluation. The objective is `fd_best`, the trial's lowest distance so far: scheduler-stopped
+trials reach Optuna with their best, and a trial is only as good as its best checkpoint.
+When to stop: the scheduler (ASHA by default; PBT and PB2 keep every trial's compute and
+move state from the best to the worst instead), plus the plateau and divergence rules of
+distgan.stopping, whose reason each trial reports as `stop_reason`.
+
+Everything a job writes (its job file, the trials' checkpoints, trials.csv, plots, the
+lineage of PBT exploits, real statistics) lives under its experiment directory, a local path
+or an object-store URI; the Optuna study is a journal file every resume continues.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
+import math
 import os
+import posixpath
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
 import ray.tune
-import yaml
 from ray.tune import PlacementGroupFactory
-from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
-from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
-from distgan import tracking
-from distgan.config import ConfigError, RunConfig
-from distgan.launch import STORAGE_ENV
-from distgan.loop import EVALS, evals_at
-from distgan.metrics.evaluate import fid_name
+from distgan import cluster, storage, sweep, tracking
+from distgan.config import ConfigError, RunConfig, RunFailed
+from distgan.data.schema import inspect
+from distgan.launch import STORAGE_ENV, dataset, ensure_real_stats, fd_key, should_materialize
+from distgan.loop import evals_at
+from distgan.trial import EVALS, TrialContext, read_lineage, trial_driver
 
-DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-OBJECTIVE = "fid_best"
+OBJECTIVE = "fd_best"
 JOB_FILE = "distgan_job.json"
-SCHEDULERS = ("asha", "hyperband", "median", "none")
+STUDY_FILE = "optuna.journal"
 TRIAL_DRIVER_MEMORY = 512 * 1024 ** 2
+DEFAULT_TRIALS = 16
 
 
-@dataclass
-class Param:
-    key: str
-    dist: str
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = None
-    when: dict[str, Any] = field(default_factory=dict)
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        if self.dist == "loguniform":
-            return trial.suggest_float(self.key, self.low, self.high, log=True)
-        if self.dist == "uniform":
-            return trial.suggest_float(self.key, self.low, self.high)
-        if self.dist == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high))
-        return trial.suggest_categorical(self.key, self.values)
-
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        if self.dist in ("loguniform", "uniform"):
-            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.dist == "loguniform")
-        if self.dist == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high))
-        return optuna.distributions.CategoricalDistribution(self.values)
+class JobInterrupted(Exception):
+    """Tune stopped on Ctrl-C (it saves the job and returns instead of raising)."""
 
 
-@dataclass
-class SearchSpace:
-    path: str
-    metric: str
-    mode: str
-    params: list[Param]
-    start: list[dict[str, Any]]
-
-    def sample(self, trial: optuna.Trial, base: dict[str, Any]) -> dict[str, Any]:
-        """Define-by-run: a conditional parameter is drawn only when its condition holds."""
-        out: dict[str, Any] = {}
-        for p in self.params:
-            if all(out.get(k, base.get(k)) == v for k, v in p.when.items()):
-                out[p.key] = p.suggest(trial)
-        return out
-
-
-def load_space(path: str | Path, base: RunConfig) -> SearchSpace:
-    """Parse and validate a space against the config schema; every error names file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--space {path}: no such file")
-    raw = yaml.safe_load(path.read_text()) or {}
-
-    def bad(msg: str) -> ConfigError:
-        return ConfigError(f"space {path.name}: {msg}")
-
-    unknown = set(raw) - {"metric", "mode", "params", "start"}
-    if unknown:
-        raise bad(f"unknown top-level key {sorted(unknown)[0]!r}")
-    metric, mode = raw.get("metric", "fid"), raw.get("mode", "min")
-    if metric != "fid" or mode != "min":
-        raise bad(f"metric/mode {metric}/{mode}: distgan optimizes fid/min (the FID of the eval protocol)")
-    flat = base.flat()
-    params: list[Param] = []
-    for key, spec in (raw.get("params") or {}).items():
-        if key not in flat:
-            raise bad(f"params.{key}: unknown config key")
-        if not isinstance(spec, dict) or spec.get("dist") not in DISTRIBUTIONS:
-            raise bad(f"params.{key}: dist must be one of {DISTRIBUTIONS}")
-        extra = set(spec) - {"dist", "low", "high", "values", "when"}
-        if extra:
-            raise bad(f"params.{key}: unknown field {sorted(extra)[0]!r}")
-        p = Param(key, spec["dist"], spec.get("low"), spec.get("high"), spec.get("values"), spec.get("when") or {})
-        if p.dist == "choice":
-            if not p.values:
-                raise bad(f"params.{key}: choice needs a non-empty values list")
-            candidates = p.values
-        else:
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (p.low, p.high)):
-                raise bad(f"params.{key}: {p.dist} needs numeric low and high")
-            p.low, p.high = float(p.low), float(p.high)
-            if p.low >= p.high:
-                raise bad(f"params.{key}: low {p.low:g} must be below high {p.high:g}")
-            if p.dist == "loguniform" and p.low <= 0:
-                raise bad(f"params.{key}: loguniform bounds must be positive, got low {p.low:g}")
-            candidates = [int(p.low), int(p.high)] if p.dist == "int" else [p.low, p.high]
-        for cond in p.when:
-            if cond not in flat:
-                raise bad(f"params.{key}: condition on a missing key {cond!r}")
-        for value in candidates:  # every value must make a valid config
-            try:
-                base.with_overrides({key: value})
-            except ConfigError as e:
-                raise bad(f"params.{key}: {e}") from None
-        params.append(p)
-    if not params:
-        raise bad("params: the space is empty")
-    start = raw.get("start") or []
-    for point in start:
-        try:
-            base.with_overrides(point)
-        except ConfigError as e:
-            raise bad(f"start: {e}") from None
-    return SearchSpace(str(path), metric, mode, params, start)
-
-
-def trial_resources() -> PlacementGroupFactory:
-    """The trial driver only waits on its TorchTrainer: it holds memory, no CPU (Tune refuses
-    an empty request), so CPUs go to the Train workers and, left free, to Ray Data, whose
-    file-listing task needs a whole CPU and cannot run inside a fractional trial bundle."""
-    return PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}])
-
-
-def max_concurrent_trials(cfg: RunConfig, resources: dict[str, float]) -> int:
-    """How many trials fit at once: GPUs // GPUs per trial, and CPUs // CPUs per trial
-    (its workers plus what it leaves free for Ray Data)."""
-    s = cfg.scaling
-    per_trial_cpu = s.num_workers * s.cpus_per_worker + s.data_cpus
-    fit = int(resources.get("CPU", 0) // per_trial_cpu)
-    if s.use_gpu:
-        fit = min(fit, int(resources.get("GPU", 0) // (s.num_workers * s.gpus_per_worker)))
-    return max(1, fit)
-
-
-def evals_budget(cfg: RunConfig) -> int:
-    return evals_at(cfg.train.steps, cfg.train.eval_every)
+class JobFailed(RunFailed):
+    """The job ran, and every trial erred."""
 
 
 @dataclass
@@ -179,9 +67,7 @@ class JobSpec:
     space_text: str
     data_dir: str
     trials: int
-    scheduler: str
-    grace_period: int
-    reduction_factor: int
+    scheduler: dict[str, Any]
     max_concurrent: int
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
@@ -189,49 +75,98 @@ class JobSpec:
     experiment: str = ""
 
     @property
-    def experiment_dir(self) -> Path:
-        return Path(self.storage) / self.name
+    def experiment_dir(self) -> str:
+        return storage.join(self.storage, self.name)
+
+    @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.base)
+
+    def schedule(self) -> sweep.SchedulerSpec:
+        return sweep.SchedulerSpec(**self.scheduler)
+
+    def sweep(self) -> sweep.Sweep:
+        return sweep.load(self.space_path, self.config, text=self.space_text)
 
     def save(self) -> None:
-        self.experiment_dir.mkdir(parents=True, exist_ok=True)
-        (self.experiment_dir / JOB_FILE).write_text(json.dumps(self.__dict__, indent=2))
+        storage.make_dirs(self.experiment_dir)
+        storage.write_text(storage.join(self.experiment_dir, JOB_FILE), json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
-    def load(cls, experiment_dir: str | Path) -> "JobSpec":
-        f = Path(experiment_dir) / JOB_FILE
-        if not f.is_file():
-            raise ConfigError(f"--resume {experiment_dir}: not a distgan tuning experiment ({JOB_FILE} missing)")
-        return cls(**json.loads(f.read_text()))
+    def load(cls, experiment_dir: str) -> "JobSpec":
+        where = storage.join(storage.normalize(experiment_dir), JOB_FILE)
+        try:
+            raw = json.loads(storage.read_text(where))
+            job = cls(**raw)
+        except FileNotFoundError:
+            raise ConfigError(f"--resume {experiment_dir}: not a distgan tuning experiment ({JOB_FILE} missing)") from None
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: unreadable job file ({str(e).splitlines()[0]})") from None
+        job.storage, job.name = posixpath.split(storage.normalize(experiment_dir))  # the job may have moved
+        job.sweep()  # a stored space still validates, before Ray starts
+        return job
 
-    def space(self) -> SearchSpace:
-        tmp = self.experiment_dir / "space.yaml"
-        tmp.write_text(self.space_text)
-        space = load_space(tmp, RunConfig.from_dict(self.base))
-        space.path = self.space_path
-        return space
+
+@dataclass
+class TuneResult:
+    """What a finished tuning job gives back (the Python API's `tune` returns it)."""
+    name: str
+    experiment_dir: str
+    metric: str
+    """The distance every FD in this job is measured with, e.g. fd_lenet2k or fid10k."""
+    best: float
+    best_trial_id: str
+    best_config: dict[str, Any]
+    best_checkpoint: str
+    parent_run_id: str
+    trials: Any
+    """pandas.DataFrame: one row per trial (trials.csv)."""
+    study: str
+    """The Optuna study (a journal file) when a searcher drove the job."""
+    rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
-def trial_driver(params: dict[str, Any], job: dict[str, Any], parent: dict[str, str]) -> None:
-    """One Tune trial: a TorchTrainer run named for the trial id (stable across resume, so an
-    interrupted trial continues from its own checkpoints and its own MLflow child run)."""
-    from distgan.launch import build_trainer
+def new_job(base: RunConfig, space_path: str, trials: int | None, location: str | None, name: str | None,
+            scheduler: dict[str, Any], seed: int, preset: str, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Validate everything a job needs before Ray starts; the data is prepared into the job.
+    Precedence: the command line (`overrides`, `trials`, `scheduler`) over the sweep file's
+    budget and scheduler over the preset (`base`)."""
+    from distgan.local import resolve_data
 
-    cfg = RunConfig.from_dict(job["base"]).with_overrides(params)
-    trial_id = ray.tune.get_context().get_trial_id()
-    c = tracking.client(parent["uri"])
-    run_id = tracking.open_run(c, parent["experiment_id"], {tracking.PARENT: parent["run_id"],
-                               tracking.KIND: "trial", tracking.TRIAL: trial_id}, f"trial-{trial_id}", cfg.flat())
-    trainer = build_trainer(cfg, job["data_dir"], str(Path(job["storage"]) / job["name"] / "train"),
-                            f"trial-{trial_id}", meta={"trial_id": trial_id, "mlflow_run_id": run_id},
-                            callbacks=[TuneReportCallback()], prefix=f"[{trial_id}] ",
-                            run_log=tracking.RunLog(parent["uri"], run_id), replay=True)
-    try:
-        with stable_cwd():
-            trainer.fit()
-    except BaseException:
-        tracking.end_run(c, run_id, "FAILED")
-        raise
-    tracking.end_run(c, run_id, "FINISHED")
+    overrides = overrides or {}
+    found = sweep.load(space_path, base.with_overrides(overrides))
+    b = found.budget
+    budget = {k: v for k, v in (("train.steps", b.steps), ("train.eval_every", b.eval_every)) if v is not None}
+    base = base.with_overrides({**budget, **overrides})
+    sweep.load(space_path, base)  # the space against the final config
+    trials = trials if trials is not None else (b.trials or DEFAULT_TRIALS)
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: need at least 1 trial")
+    spec = dataclasses.asdict(found.scheduler) if found.scheduler else dataclasses.asdict(sweep.SchedulerSpec())
+    spec.update({k: v for k, v in scheduler.items() if v is not None})
+    sweep.SchedulerSpec(**spec).validate("--")
+    location = storage.check_writable(location or os.environ.get(STORAGE_ENV) or "outputs/tune", "--storage")
+    name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if storage.exists(storage.join(location, name, JOB_FILE)):
+        raise FileExistsError(f"{storage.join(location, name)}: a tuning job exists there (use --resume)")
+    uri = tracking.check_uri(base.tracking.mlflow_uri or tracking.default_uri())
+    tracking.check_reachable(uri)
+    data_dir = resolve_data(base, storage.join(location, name))
+    return JobSpec(name=name, storage=location, base=base.to_dict(), space_path=str(space_path),
+                   space_text=Path(space_path).read_text(), data_dir=data_dir, trials=trials, scheduler=spec,
+                   max_concurrent=0, seed=seed, meta={"preset": preset}, mlflow_uri=uri,
+                   experiment=base.tracking.experiment or tracking.DEFAULT_EXPERIMENT)
+
+
+def trial_resources() -> PlacementGroupFactory:
+    """The trial driver only waits on its TorchTrainer: it holds memory, no CPU (Tune refuses
+    an empty request), so CPUs go to the Train workers and, left free, to Ray Data, whose
+    file-listing task needs a whole CPU and cannot run inside a fractional trial bundle."""
+    return PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}])
+
+
+def evals_budget(cfg: RunConfig) -> int:
+    return evals_at(cfg.train.steps, cfg.train.eval_every)
 
 
 @contextlib.contextmanager
@@ -254,143 +189,230 @@ def stable_cwd():
 
 
 class StopReasonStopper(Stopper):
-    """Tune's side of the plateau and divergence rules: the trial computed its reason."""
+    """Tune's side of the plateau and divergence rules (the trial computed its reason), and the
+    end of the budget: Tune asks stoppers before the scheduler, so PBT never exploits at a
+    trial's last evaluation, which would restart it with nothing left to train."""
+
+    def __init__(self, max_evals: int):
+        self.max_evals = max_evals
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return bool(result.get("stop_reason"))
+        return bool(result.get("stop_reason")) or result.get(EVALS, 0) >= self.max_evals
 
     def stop_all(self) -> bool:
         return False
 
 
-def build_scheduler(job: JobSpec, max_t: int):
-    if job.scheduler == "asha":
-        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t,
-                                       grace_period=job.grace_period, reduction_factor=job.reduction_factor)
-    if job.scheduler == "hyperband":
+def study_location(job: JobSpec) -> str:
+    """The journal file of the job's Optuna study: in a local experiment directory, else in
+    this machine's cache (a journal needs a local file; a copy goes to the experiment dir)."""
+    if not storage.is_uri(job.experiment_dir):
+        return storage.join(job.experiment_dir, STUDY_FILE)
+    return str(Path(os.environ.get("DISTGAN_CACHE", Path.home() / ".cache" / "distgan")) / "studies"
+               / f"{job.name}.journal")
+
+
+def _explore_within(params: list[sweep.Param]):
+    """PBT's explore multiplies values by 0.8 or 1.2 without looking at bounds: clip them."""
+    by_key = {p.key: p for p in params}
+
+    def explore(config: dict) -> dict:
+        return {k: (by_key[k].clip(v) if k in by_key else v) for k, v in config.items()}
+
+    return explore
+
+
+def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
+    if s.kind == "asha":
+        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, grace_period=s.grace_period,
+                                       reduction_factor=s.reduction_factor)
+    if s.kind == "hyperband":
         # Asynchronous HyperBand (several ASHA brackets): synchronous HyperBand pauses trials,
-        # which a trial driving its own TorchTrainer cannot do.
-        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, brackets=3,
-                                       grace_period=job.grace_period, reduction_factor=job.reduction_factor)
-    if job.scheduler == "median":
-        return MedianStoppingRule(time_attr=EVALS, grace_period=job.grace_period)
+        # which a trial driving its own TorchTrainer cannot do cheaply.
+        return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, brackets=3, grace_period=s.grace_period,
+                                       reduction_factor=s.reduction_factor)
+    if s.kind == "median":
+        return MedianStoppingRule(time_attr=EVALS, grace_period=s.grace_period)
+    if s.kind == "pbt":
+        mutations = {p.key: (p.values if p.dist == "choice" else p.tune_domain()) for p in found.params}
+        return PopulationBasedTraining(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
+                                       hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
+                                       resample_probability=s.resample_probability,
+                                       custom_explore_fn=_explore_within(found.params))
+    if s.kind == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        bounds = {p.key: [p.low, p.high] for p in found.params if p.continuous}
+        if not bounds:
+            raise ConfigError(f"space {Path(found.path).name}: pb2 needs at least one continuous parameter "
+                              "(loguniform or uniform)")
+        return PB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval, hyperparam_bounds=bounds,
+                   quantile_fraction=s.quantile_fraction)
     return FIFOScheduler()
 
 
-def build_tuner(job: JobSpec, space: SearchSpace, parent: dict[str, str], restore: bool = False) -> ray.tune.Tuner:
-    base = RunConfig.from_dict(job.base)
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, job=job.__dict__, parent=parent),
-                                        trial_resources())
+def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bool = False,
+                callbacks: list | None = None) -> ray.tune.Tuner:
+    base = job.config
+    s = job.schedule()
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, job=job, ctx=ctx), trial_resources())
+    fs, path = storage.resolve(job.storage)
+    remote = storage.is_uri(job.storage)
     if restore:
-        return ray.tune.Tuner.restore(str(job.experiment_dir), trainable=trainable, resume_unfinished=True,
-                                      resume_errored=True)
+        return ray.tune.Tuner.restore(storage.join(path, job.name) if remote else job.experiment_dir,
+                                      trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                      storage_filesystem=fs if remote else None)
     flat = base.flat()
-    searcher = OptunaSearch(space=functools.partial(space.sample, base=flat), metric=OBJECTIVE, mode="min",
-                            sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
-                            points_to_evaluate=space.start or None)
+    param_space = None
+    if s.kind in sweep.POPULATION:  # PBT and PB2 take no search algorithm: the population is sampled
+        param_space = {p.key: p.tune_domain() for p in found.params}
+        search = BasicVariantGenerator(points_to_evaluate=found.start or None, random_state=job.seed,
+                                       max_concurrent=job.max_concurrent)
+    else:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        from ray.tune.search.optuna import OptunaSearch
+
+        journal = Path(study_location(job))
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        searcher = OptunaSearch(space=functools.partial(found.sample, base=flat), metric=OBJECTIVE, mode="min",
+                                sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
+                                points_to_evaluate=found.start or None, study_name=job.name,
+                                storage=JournalStorage(JournalFileBackend(str(journal))))
+        search = ConcurrencyLimiter(searcher, job.max_concurrent)
+    # PBT copies a donor's latest checkpoint when the exploiting trial restarts: keep a few, so
+    # the donor's newer reports cannot delete it first (Ray warns about <= 2)
+    keep = ray.tune.CheckpointConfig(num_to_keep=5) if s.kind in sweep.POPULATION else None
     return ray.tune.Tuner(
-        trainable,
-        tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=job.trials,
-                                        search_alg=ConcurrencyLimiter(searcher, job.max_concurrent),
-                                        scheduler=build_scheduler(job, evals_budget(base))),
-        run_config=ray.tune.RunConfig(name=job.name, storage_path=job.storage, stop=StopReasonStopper(),
-                                      failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0))
+        trainable, param_space=param_space,
+        tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=job.trials, search_alg=search,
+                                        scheduler=build_scheduler(s, found, evals_budget(base))),
+        run_config=ray.tune.RunConfig(name=job.name, storage_path=path if remote else job.storage,
+                                      storage_filesystem=fs if remote else None, stop=StopReasonStopper(evals_budget(base)),
+                                      failure_config=ray.tune.FailureConfig(max_failures=0), checkpoint_config=keep,
+                                      callbacks=callbacks or [], verbose=0))
 
 
-class JobInterrupted(Exception):
-    """Tune stopped on Ctrl-C (it saves the job and returns instead of raising)."""
+def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print) -> TuneResult:
+    """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency from what the
+    cluster can grow to, compute the real statistics once, run the job under its MLflow
+    parent run (continued on resume)."""
+    from distgan import live
 
-
-def new_job(base: RunConfig, space_path: str, trials: int, storage: str | None, name: str | None, scheduler: str,
-            grace_period: int, reduction_factor: int, seed: int, preset: str) -> JobSpec:
-    """Validate everything a job needs before Ray starts; the data is prepared into the job."""
-    from distgan.local import resolve_data
-
-    if trials < 1:
-        raise ConfigError(f"--trials {trials}: need at least 1 trial")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(f"--scheduler {scheduler}: expected one of {SCHEDULERS}")
-    load_space(space_path, base)
-    storage = storage or os.environ.get(STORAGE_ENV) or "outputs/tune"
-    storage = storage if "://" in storage else str(Path(storage).resolve())
-    name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (Path(storage) / name / JOB_FILE).exists():
-        raise FileExistsError(f"{Path(storage) / name}: a tuning job exists there (use --resume)")
-    uri = tracking.check_uri(base.tracking.mlflow_uri or tracking.default_uri())
-    data_dir = resolve_data(base, Path(storage) / name)
-    return JobSpec(name=name, storage=storage, base=base.to_dict(), space_path=str(space_path),
-                   space_text=Path(space_path).read_text(), data_dir=str(data_dir), trials=trials,
-                   scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
-                   max_concurrent=0, seed=seed, meta={"preset": preset}, mlflow_uri=uri,
-                   experiment=base.tracking.experiment or tracking.DEFAULT_EXPERIMENT)
-
-
-def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0) -> list[dict[str, Any]]:
-    """Connect to Ray (RAY_ADDRESS or a local instance), size concurrency, run the job under
-    its MLflow parent run (continued on resume)."""
-    from distgan.launch import check_multinode, check_resources, connect
-
-    space = job.space()  # a resumed job's stored space still validates, before Ray starts
-    base = RunConfig.from_dict(job.base)
-    connect()
-    check_resources(base)
-    check_multinode(base, job.storage, job.mlflow_uri)
+    found = job.sweep()
+    base = job.config
+    tracking.check_reachable(job.mlflow_uri)
+    cluster.connect()
+    cap = cluster.capacity()
+    cluster.check_fits(base, cap)
+    cluster.multinode(base, job.storage, job.mlflow_uri, cap, job.data_dir)
+    info = inspect(job.data_dir)
+    shared = should_materialize(base.data.materialize, info)
     if not resume:
-        job.max_concurrent = max_concurrent or max_concurrent_trials(base, ray.cluster_resources())
+        job.max_concurrent = max_concurrent or cluster.concurrency(base, cap, job.trials, shared)
         job.save()
     with tracking.served(job.mlflow_uri) as uri:
         c = tracking.client(uri)
         exp_id = tracking.experiment_id(c, job.experiment)
-        parent = {"uri": uri, "experiment_id": exp_id, "run_id": open_parent_run(c, exp_id, job, space)}
-        print(f"tuning job {job.name}: {job.trials} trials, {base.scaling.num_workers} workers each, "
-              f"{job.max_concurrent} at a time, results in {job.experiment_dir}, MLflow {job.mlflow_uri} "
-              f"(experiment {job.experiment!r}, parent run {parent['run_id']})", flush=True)
+        parent = open_parent_run(c, exp_id, job, found)
+        say(f"tuning job {job.name}: {job.trials} trials ({job.schedule().kind}), {base.scaling.num_workers} "
+            f"worker(s) each, {job.max_concurrent} at a time, results in {job.experiment_dir}, MLflow "
+            f"{tracking.redact(job.mlflow_uri)} (experiment {job.experiment!r}, parent run {parent})")
         try:
-            rows = run_job(job, space, parent, restore=resume)
+            cluster.scale_up(base, min(job.max_concurrent, job.trials), say, shared_data=shared)
+            stats_at = ensure_real_stats(base, info, base.eval.cache_dir or storage.join(job.experiment_dir, "stats"), say)
+            data = dataset(base, info, materialize=True) if shared else None  # read once for every trial
+            table = live.TrialTable(job, fd_key(base), evals_budget(base))
+            ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
+                               job.schedule().kind in sweep.POPULATION, tuple(p.key for p in found.params),
+                               echo=not table.tty, dataset=data)
+            if job.schedule().kind not in sweep.POPULATION:
+                c.set_tag(parent, tracking.STUDY, study_location(job))
+                say(f"Optuna study: {study_location(job)} (optuna-dashboard {study_location(job)})")
+            with stable_cwd():
+                results = build_tuner(job, found, ctx, restore=resume, callbacks=[table]).fit()
+            # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
+            # has them unfinished): a trial really ended only when its last result says done, or it erred.
+            ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
+            if ended < job.trials:
+                raise JobInterrupted(f"{ended} of {job.trials} trials ended")
+            tracking.await_server(uri, say=say)
+            result = finish(job, found, results, c, exp_id, parent, say)
         except BaseException:
-            tracking.kill_running_children(c, exp_id, parent["run_id"])
-            tracking.end_run(c, parent["run_id"], "KILLED")
+            with contextlib.suppress(Exception):
+                tracking.kill_running_children(c, exp_id, parent)
+                tracking.end_run(c, parent, "KILLED")
             raise
-    print(f"results: {job.experiment_dir} (trials.csv, fid_curves.png, param_importances.png)")
-    return rows
+        finally:
+            cluster.release()
+            _copy_study(job)
+    if all(r["stop_reason"] == "error" for r in result.rows):
+        raise JobFailed(f"every one of the {len(result.rows)} trials failed: see their error files above")
+    return result
 
 
-def open_parent_run(c, exp_id: str, job: JobSpec, space: SearchSpace) -> str:
+def _copy_study(job: JobSpec) -> None:
+    local = study_location(job)
+    if storage.is_uri(job.experiment_dir) and Path(local).is_file():
+        storage.upload(local, storage.join(job.experiment_dir, STUDY_FILE))
+
+
+def open_parent_run(c, exp_id: str, job: JobSpec, found: sweep.Sweep) -> str:
     tags = {tracking.KIND: "tuning-job", tracking.JOB: job.name}
+    s = job.schedule()
     run_id = tracking.open_run(c, exp_id, tags, job.name, params={
-        "space": Path(job.space_path).name, "trials": job.trials, "scheduler": job.scheduler,
-        "grace_period": job.grace_period, "reduction_factor": job.reduction_factor,
-        "max_concurrent": job.max_concurrent, "seed": job.seed, "searched": ",".join(p.key for p in space.params)})
+        "space": Path(job.space_path).name, "trials": job.trials, "scheduler": s.kind, "grace_period": s.grace_period,
+        "reduction_factor": s.reduction_factor, "perturbation_interval": s.perturbation_interval,
+        "max_concurrent": job.max_concurrent, "seed": job.seed, "searched": ",".join(p.key for p in found.params)})
     for k, v in {"space_file": job.space_path, "preset": job.meta.get("preset", ""), "git_commit": tracking.git_commit(),
-                 "storage": str(job.experiment_dir), "data_dir": job.data_dir,
+                 "storage": job.experiment_dir, tracking.DATA_DIR: job.data_dir, tracking.DISTANCE: fd_key(job.config),
                  "ray_job_id": os.environ.get(tracking.RAY_JOB_ENV, "")}.items():
         if v:
             c.set_tag(run_id, k, v)
     return run_id
 
 
-def run_job(job: JobSpec, space: SearchSpace, parent: dict[str, str], restore: bool = False) -> list[dict[str, Any]]:
-    """Fit (or resume) the job, then print the trial table, write CSV and plots beside it, and
-    give every child run its final status and the parent run the job's summary."""
+def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: str, say) -> TuneResult:
+    """The trial table, CSV and plots beside the job; every child run its final status and the
+    parent run the job's summary; the champion's lineage under PBT."""
+    import pandas as pd
+
     from distgan import report
 
-    base = RunConfig.from_dict(job.base)
-    with stable_cwd():
-        results = build_tuner(job, space, parent, restore).fit()
-    # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
-    # has them unfinished): a trial really ended only when its last result says done, or it erred.
-    ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
-    if ended < job.trials:
-        raise JobInterrupted(f"{ended} of {job.trials} trials ended")
-    fid_key = fid_name(base.eval.num_samples)
-    rows = report.trial_rows(results, fid_key, evals_budget(base))
-    keys = [p.key for p in space.params]
-    out = job.experiment_dir
-    print(report.format_table(rows, fid_key, keys))
-    files = [report.write_csv(rows, out / "trials.csv", keys), report.plot_fid_curves(rows, fid_key, out / "fid_curves.png"),
-             *report.plot_optuna(report.optuna_study(rows, {p.key: p.distribution() for p in space.params}), out)]
+    base = job.config
+    key = fd_key(base)
+    rows = report.trial_rows(results, key, evals_budget(base), job.experiment_dir)
+    keys = [p.key for p in found.params]
+    say(report.format_table(rows, key, keys))
     for row in rows:
         if row["error_file"]:
-            print(f"trial {row['trial_id']} failed: see {row['error_file']}")
-    tracking.close_job(tracking.client(parent["uri"]), parent["experiment_id"], parent["run_id"], rows, files)
-    return rows
+            say(f"trial {row['trial_id']} failed: see {row['error_file']}")
+    lineage = {r["trial_id"]: read_lineage(job.experiment_dir, r["trial_id"]) for r in rows}
+    if rows and any(lineage.values()):
+        say(report.format_lineage(rows[0]["trial_id"], lineage))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        study = None
+        if job.schedule().kind not in sweep.POPULATION and Path(study_location(job)).is_file():
+            import optuna
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            study = optuna.load_study(study_name=job.name,
+                                      storage=JournalStorage(JournalFileBackend(study_location(job))))
+        study = study or report.optuna_study(rows, {p.key: p.distribution() for p in found.params})
+        files = [report.write_csv(rows, out / "trials.csv", keys), report.plot_curves(rows, key, out / "fd_curves.png"),
+                 *report.plot_optuna(study, out, say)]
+        for f in files:
+            storage.upload(f, storage.join(job.experiment_dir, f.name))
+        spools = {r["trial_id"]: r["spools"] for r in rows}
+        tracking.close_job(c, exp_id, parent, rows, files, spools)
+        trials = pd.read_csv(out / "trials.csv")
+    say(f"results: {job.experiment_dir} (trials.csv, fd_curves.png, param_importances.png)")
+    best = rows[0] if rows else None
+    return TuneResult(name=job.name, experiment_dir=job.experiment_dir, metric=key,
+                      best=best["best"] if best else math.inf, best_trial_id=best["trial_id"] if best else "",
+                      best_config=base.with_overrides(best["params"]).to_dict() if best else {},
+                      best_checkpoint=best["checkpoint"] if best else "", parent_run_id=parent, trials=trials,
+                      study=study_location(job) if job.schedule().kind not in sweep.POPULATION else "", rows=rows)

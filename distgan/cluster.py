@@ -1,0 +1,185 @@
+"""The Ray cluster a job runs on: connecting, what it holds now, what its autoscaler can add,
+and waiting while nodes come up.
+
+A cluster whose GPU workers scale from zero holds no GPU at submit time: a job is not
+refused for what the autoscaler can add. Its maximum is read from the autoscaler's cluster
+config when the autoscaler publishes one (KubeRay, autoscaler v2); a v1 autoscaler (the
+cluster launcher) does not, so then concurrency follows the job's trials and Tune's pending
+trials ask the autoscaler for nodes. (Both reads use Ray-internal state: Ray is pinned.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+
+from distgan.config import ConfigError, RunConfig
+
+#: Seconds a job waits for the autoscaler to bring up what its first trial needs.
+SCALE_TIMEOUT_S = float(os.environ.get("DISTGAN_SCALE_TIMEOUT_S", "900"))
+
+
+def connect() -> None:
+    """Ray at RAY_ADDRESS (`auto`: the cluster `ray start` runs on this machine), else a new
+    local instance, never a stale one a killed `ray start` left recorded in /tmp/ray; its
+    workers inherit RAY_DATA_LOG_LEVEL, so Ray Data's per-epoch INFO lines go to the logs."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        # Ray folds console lines that differ only in numbers into "[repeated Nx]": every
+        # trial's evaluation line would show as one
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        try:
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
+        except ConnectionError as e:
+            raise ConfigError(f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}: cannot connect to Ray "
+                              f"({str(e).splitlines()[0]})") from None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    now: dict[str, float]
+    """What the nodes alive now hold."""
+    most: dict[str, float] | None
+    """What the cluster can hold at its largest (None: unknown)."""
+    autoscaling: bool
+
+
+def capacity() -> Capacity:
+    now = ray.cluster_resources()
+    from ray._private import state
+
+    most = state.state.get_max_resources_from_cluster_config()
+    autoscaling = most is not None or _autoscaler_running()
+    if most is not None:  # the node groups' maximum, never less than what is up now
+        most = {k: max(now.get(k, 0.0), float(most.get(k, 0.0))) for k in set(now) | set(most)}
+    return Capacity(now, most, autoscaling)
+
+
+def _autoscaler_running() -> bool:
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return False
+    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if not raw:
+        return False
+    try:
+        report = json.loads(raw).get("autoscaler_report")
+    except ValueError:
+        return False
+    # a cluster without an autoscaling config (`ray start`, ray.init) runs the monitor with a
+    # read-only provider, which reports itself as "legacy"
+    return isinstance(report, dict) and report.get("legacy") is not True
+
+
+def trial_bundle(cfg: RunConfig, shared_data: bool = False) -> dict[str, float]:
+    """What one run holds: its workers, and the CPU it leaves free for Ray Data (none when
+    the job's driver already read the data into the object store: no listing, no decoding)."""
+    s = cfg.scaling
+    need = {"CPU": s.num_workers * s.cpus_per_worker + (0.0 if shared_data else s.data_cpus)}
+    if s.use_gpu:
+        need["GPU"] = s.num_workers * s.gpus_per_worker
+    return need
+
+
+def _fits(need: dict[str, float], have: dict[str, float], times: int = 1) -> bool:
+    return all(have.get(k, 0.0) + 1e-9 >= v * times for k, v in need.items())
+
+
+def check_fits(cfg: RunConfig, cap: Capacity) -> None:
+    """Fail before anything starts when the cluster can never hold one run; a cluster that
+    can grow is only checked against its maximum (when known)."""
+    s = cfg.scaling
+    need = trial_bundle(cfg)
+    have = cap.most if cap.autoscaling else cap.now
+    if have is None:  # an autoscaler without a published maximum: it decides
+        return
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    worker_cpu = s.num_workers * s.cpus_per_worker
+    where = "the cluster can grow to" if cap.autoscaling else "Ray has"
+    if worker_cpu > cpus:
+        raise ConfigError(f"scaling.num_workers: {s.num_workers} workers x {s.cpus_per_worker} CPU need "
+                          f"{worker_cpu:g} CPUs, {where} {cpus:g}")
+    if need["CPU"] > cpus:
+        raise ConfigError(f"scaling.cpus_per_worker: {s.num_workers} workers x {s.cpus_per_worker} CPU leave "
+                          f"{cpus - worker_cpu:g} of {cpus:g} CPUs for Ray Data, which needs scaling.data_cpus="
+                          f"{s.data_cpus:g} (the run would hang)")
+    if s.use_gpu:
+        if gpus == 0:
+            raise ConfigError(f"scaling.use_gpu: no GPU in the Ray cluster{' at its largest' if cap.autoscaling else ''}")
+        if need["GPU"] > gpus:
+            raise ConfigError(f"scaling.num_workers: {s.num_workers} workers x {s.gpus_per_worker} GPU need "
+                              f"{need['GPU']:g} GPUs, {where} {gpus:g}")
+
+
+def concurrency(cfg: RunConfig, cap: Capacity, trials: int, shared_data: bool = False) -> int:
+    """Trials at once: what the cluster's maximum holds (autoscaling: not what is up now)."""
+    have = cap.most if cap.autoscaling else cap.now
+    if have is None:
+        return max(1, trials)
+    need = trial_bundle(cfg, shared_data)
+    fit = min(int(have.get(k, 0.0) // v) for k, v in need.items() if v > 0)
+    return max(1, min(fit, trials))
+
+
+def scale_up(cfg: RunConfig, trials_at_once: int, say: Callable[[str], None] = print,
+             timeout: float = SCALE_TIMEOUT_S, poll: float = 2.0, shared_data: bool = False) -> None:
+    """Ask the autoscaler for the first trials' resources and wait until one trial fits,
+    with one line while nodes come up and one line if they never do."""
+    need = trial_bundle(cfg, shared_data)
+    if _fits(need, ray.cluster_resources()):
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[need] * trials_at_once)
+    have = ray.cluster_resources()
+    say(f"waiting for the autoscaler: a trial needs {_fmt(need)}, the cluster holds {_fmt(have, need)} "
+        f"(up to {timeout:.0f} s)")
+    deadline = time.monotonic() + timeout
+    while not _fits(need, ray.cluster_resources()):
+        if time.monotonic() > deadline:
+            release()
+            raise ConfigError(f"scaling: the autoscaler did not bring up {_fmt(need)} within {timeout:.0f} s "
+                              f"(the cluster holds {_fmt(ray.cluster_resources(), need)}); check its node types "
+                              "and quotas (`ray status`)")
+        time.sleep(poll)
+    say(f"nodes are up: the cluster holds {_fmt(ray.cluster_resources(), need)}")
+
+
+def release() -> None:
+    """Withdraw the explicit request, so idle nodes can go once the job is done."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=[])
+    except Exception:  # no autoscaler to tell
+        pass
+
+
+def _fmt(resources: dict[str, float], only: dict[str, float] | None = None) -> str:
+    keys = only or resources
+    return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in keys)
+
+
+def multinode(cfg: RunConfig, storage_location: str, mlflow_uri: str, cap: Capacity, data: str = "") -> None:
+    """What every node must reach on a multi-node (or growing) cluster: checkpoints and data
+    (a local path only when marked as mounted everywhere) and the MLflow store (a server)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2 and not cap.autoscaling:
+        return
+    what = f"a {len(nodes)}-node cluster" if len(nodes) >= 2 else "an autoscaling cluster"
+    if "://" not in storage_location and not cfg.scaling.shared_storage:
+        raise ConfigError(f"--storage {storage_location}: a local path on {what}; use s3://, gs:// or "
+                          "an NFS path every node mounts, marked with --shared-storage")
+    if data and "://" not in data and not cfg.scaling.shared_storage:
+        raise ConfigError(f"data.path {data}: a local path on {what}; put the data in the storage (s3://, gs://) or on "
+                          "an NFS path every node mounts, marked with --shared-storage")
+    if mlflow_uri.startswith("sqlite:"):
+        raise ConfigError(f"--mlflow-uri {mlflow_uri}: a file on this node, out of reach of the others on "
+                          f"{what}; give an http(s) MLflow server")

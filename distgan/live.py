@@ -1,0 +1,109 @@
+"""The live table of a tuning job (a Tune callback): trial, state, step, best distance,
+stop reason and an ETA from the evaluations left, redrawn in place on a terminal and printed
+as plain lines otherwise, and written to the experiment directory as status.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+import ray.tune
+
+from distgan import storage
+from distgan.progress import REPLAYED, STATUS_FILE, format_duration, render
+
+
+class TrialTable(ray.tune.Callback):
+    """Tune callback: the live table of a job's trials."""
+
+    def __init__(self, job, fd_key: str, evals_per_trial: int, stream: TextIO | None = None,
+                 plain_every: float = 30.0, write_every: float = 5.0):
+        self.name, self.experiment_dir, self.total = job.name, job.experiment_dir, job.trials
+        self.fd_key, self.per_trial = fd_key, evals_per_trial
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.plain_every, self.write_every = plain_every, write_every
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.t0, self.new_evals = time.monotonic(), 0
+        self.drawn, self.last_plain, self.last_write, self.changed = 0, 0.0, 0.0, False
+
+    def _row(self, trial) -> dict[str, Any]:
+        return self.rows.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "state": "PENDING", "evals": 0,
+                                                     "best": math.inf, "stop_reason": ""})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._row(trial)["state"] = "RUNNING"
+        self.changed = True
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self._row(trial)
+        if self.fd_key in result:
+            row["best"] = min(row["best"], float(result[self.fd_key]))
+            row["step"] = int(result.get("step", 0))
+            evals = int(result.get("evals", 0))
+            if not result.get(REPLAYED) and evals > row["evals"]:
+                self.new_evals += evals - row["evals"]
+            row["evals"] = max(row["evals"], evals)
+        if result.get("stop_reason"):
+            row["stop_reason"] = result["stop_reason"]
+        row["state"] = "RUNNING"
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row["state"] = "TERMINATED"
+        if not row["stop_reason"]:
+            row["stop_reason"] = "completed" if row["evals"] >= self.per_trial else "scheduler"
+        self.changed = True
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row["state"], row["stop_reason"] = "ERROR", "error"
+        self.changed = True
+
+    def on_step_end(self, iteration, trials, **info):
+        for t in trials:  # trials Tune has created but not started yet, and paused ones
+            row = self._row(t)
+            if t.status in ("PENDING", "PAUSED") and row["state"] not in ("TERMINATED", "ERROR"):
+                row["state"] = t.status
+        self._show()
+
+    def on_experiment_end(self, trials, **info):
+        self._show(final=True)
+
+    def status(self) -> dict[str, Any]:
+        rows = sorted(self.rows.values(), key=lambda r: r["trial_id"])
+        done = sum(r["evals"] for r in rows)
+        ended = [r for r in rows if r["state"] in ("TERMINATED", "ERROR")]
+        left = sum(self.per_trial - r["evals"] for r in rows if r not in ended)
+        left += max(0, self.total - len(rows)) * self.per_trial
+        elapsed = time.monotonic() - self.t0
+        rate = self.new_evals / elapsed if self.new_evals else 0.0
+        eta = format_duration(left / rate) if rate else ("0 s" if not left else "?")
+        return {"job": self.name, "metric": self.fd_key, "trials_total": self.total, "evals_per_trial": self.per_trial,
+                "evals_done": done, "evals_total": done + left, "eta": eta, "updated": time.time(),
+                "trials": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                           for r in rows]}
+
+    def _show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        status = self.status()
+        if final or now - self.last_write >= self.write_every or self.changed:
+            try:
+                storage.write_text(storage.join(self.experiment_dir, STATUS_FILE), json.dumps(status, indent=1))
+            except OSError:
+                pass  # the table on the console still shows it
+            self.last_write = now
+        lines = render(status)
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.stream.write("\n".join(lines) + "\n")
+            self.drawn = len(lines)
+        elif final or self.changed or now - self.last_plain >= self.plain_every:
+            self.stream.write("\n".join(lines) + "\n")
+            self.last_plain = now
+        self.stream.flush()
+        self.changed = False

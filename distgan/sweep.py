@@ -1,0 +1,238 @@
+"""A search space file as a whole sweep (as W&B sweeps and Katib experiments are): the
+parameters and their distributions, starting points, and optionally the budget (trials,
+steps, eval_every) and the scheduler with its settings. The command line overrides the
+file. Everything is validated against the config schema before Ray starts, and every error
+names the file and the key.
+
+The objective is fixed: a trial is as good as its lowest Fréchet distance (`fd_best`) in
+the feature space of its evaluation protocol, so there is no `metric`/`mode` to set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distgan.config import ConfigError, RunConfig
+
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
+POPULATION = ("pbt", "pb2")  # schedulers that move state between trials (Tune checkpoints)
+
+
+@dataclass
+class Param:
+    key: str
+    dist: str
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+    when: dict[str, Any] = field(default_factory=dict)
+
+    def suggest(self, trial) -> Any:
+        """One value from an Optuna trial (define-by-run)."""
+        if self.dist == "loguniform":
+            return trial.suggest_float(self.key, self.low, self.high, log=True)
+        if self.dist == "uniform":
+            return trial.suggest_float(self.key, self.low, self.high)
+        if self.dist == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high))
+        return trial.suggest_categorical(self.key, self.values)
+
+    def distribution(self):
+        import optuna
+
+        if self.dist in ("loguniform", "uniform"):
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.dist == "loguniform")
+        if self.dist == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high))
+        return optuna.distributions.CategoricalDistribution(self.values)
+
+    def tune_domain(self):
+        """The same distribution as a Tune domain (for searcher-less schedulers: PBT, PB2)."""
+        import ray.tune
+
+        if self.dist == "loguniform":
+            return ray.tune.loguniform(self.low, self.high)
+        if self.dist == "uniform":
+            return ray.tune.uniform(self.low, self.high)
+        if self.dist == "int":
+            return ray.tune.randint(int(self.low), int(self.high) + 1)
+        return ray.tune.choice(self.values)
+
+    @property
+    def continuous(self) -> bool:
+        return self.dist in ("loguniform", "uniform")
+
+    def clip(self, value: Any) -> Any:
+        if self.dist == "int":
+            return int(min(max(round(value), self.low), self.high))
+        if self.continuous:
+            return float(min(max(value, self.low), self.high))
+        return value
+
+
+@dataclass
+class SchedulerSpec:
+    kind: str = "asha"
+    grace_period: int = 1
+    """asha/hyperband/median: evaluations before a trial may be stopped."""
+    reduction_factor: int = 2
+    """asha/hyperband: 1/rf of the trials go on at each rung."""
+    perturbation_interval: int = 2
+    """pbt/pb2: evaluations between exploit/explore decisions."""
+    quantile_fraction: float = 0.25
+    """pbt/pb2: the bottom share that copies the top share."""
+    resample_probability: float = 0.25
+    """pbt: chance that explore resamples a value instead of perturbing it."""
+
+    def validate(self, where: str) -> "SchedulerSpec":
+        if self.kind not in SCHEDULERS:
+            raise ConfigError(f"{where}scheduler {self.kind!r}: expected one of {SCHEDULERS}")
+        checks = [("grace_period", self.grace_period >= 1, ">= 1"), ("reduction_factor", self.reduction_factor >= 2, ">= 2"),
+                  ("perturbation_interval", self.perturbation_interval >= 1, ">= 1"),
+                  ("quantile_fraction", 0 < self.quantile_fraction <= 0.5, "in (0, 0.5]"),
+                  ("resample_probability", 0 <= self.resample_probability <= 1, "in [0, 1]")]
+        for key, ok, expected in checks:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+                raise ConfigError(f"{where}scheduler.{key}: {value!r} is invalid, expected {expected}")
+        return self
+
+
+@dataclass
+class Budget:
+    trials: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+
+
+@dataclass
+class Sweep:
+    path: str
+    params: list[Param]
+    start: list[dict[str, Any]]
+    budget: Budget
+    scheduler: SchedulerSpec | None
+    """None: the file names no scheduler (the command line's, or the default, applies)."""
+
+    def sample(self, trial, base: dict[str, Any]) -> dict[str, Any]:
+        """Define-by-run: a conditional parameter is drawn only when its condition holds."""
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if all(out.get(k, base.get(k)) == v for k, v in p.when.items()):
+                out[p.key] = p.suggest(trial)
+        return out
+
+    def param(self, key: str) -> Param:
+        return next(p for p in self.params if p.key == key)
+
+
+def load(path: str | Path, base: RunConfig, text: str | None = None) -> Sweep:
+    """Parse and validate a sweep file (or its stored `text`) against the config schema."""
+    path = Path(path)
+    if text is None:
+        if not path.is_file():
+            raise ConfigError(f"--space {path}: no such file")
+        text = path.read_text()
+
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(f"space {path.name}: {msg}")
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise bad(f"not valid YAML{where} ({getattr(e, 'problem', None) or type(e).__name__})") from None
+    if not isinstance(raw, dict):
+        raise bad("expected a mapping with params (and optionally start, budget, scheduler)")
+    for gone in ("metric", "mode"):
+        if gone in raw:
+            raise bad(f"{gone}: not a setting (distgan minimizes the run's Fréchet distance, fd_best); remove it")
+    unknown = set(raw) - {"params", "start", "budget", "scheduler"}
+    if unknown:
+        raise bad(f"unknown top-level key {sorted(unknown)[0]!r}")
+    flat = base.flat()
+    params = [_param(key, spec, flat, base, bad) for key, spec in (_mapping(raw.get("params"), "params", bad)).items()]
+    if not params:
+        raise bad("params: the space is empty")
+    start = raw.get("start") or []
+    if not isinstance(start, list):
+        raise bad("start: expected a list of {key: value} points")
+    for point in start:
+        try:
+            base.with_overrides(_mapping(point, "start", bad))
+        except ConfigError as e:
+            raise bad(f"start: {e}") from None
+    budget = Budget(**_fields(raw.get("budget"), Budget, "budget", bad))
+    for key in ("trials", "steps", "eval_every"):
+        value = getattr(budget, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise bad(f"budget.{key}: {value!r} is invalid, expected a whole number >= 1")
+    scheduler = None
+    if raw.get("scheduler") is not None:
+        spec = raw["scheduler"]
+        spec = {"kind": spec} if isinstance(spec, str) else spec
+        scheduler = SchedulerSpec(**_fields(spec, SchedulerSpec, "scheduler", bad)).validate(f"space {path.name}: ")
+    return Sweep(str(path), params, start, budget, scheduler)
+
+
+def _mapping(value: Any, key: str, bad) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _fields(value: Any, cls: type, key: str, bad) -> dict:
+    value = _mapping(value, key, bad)
+    names = {f.name for f in fields(cls)}
+    for k in value:
+        if k not in names:
+            raise bad(f"{key}.{k}: unknown key, expected one of {sorted(names)}")
+    return value
+
+
+def _param(key: str, spec: Any, flat: dict, base: RunConfig, bad) -> Param:
+    if key not in flat:
+        raise bad(f"params.{key}: unknown config key")
+    if not isinstance(spec, dict) or spec.get("dist") not in DISTRIBUTIONS:
+        raise bad(f"params.{key}: dist must be one of {DISTRIBUTIONS}")
+    extra = set(spec) - {"dist", "low", "high", "values", "when"}
+    if extra:
+        raise bad(f"params.{key}: unknown field {sorted(extra)[0]!r}")
+    p = Param(key, spec["dist"], spec.get("low"), spec.get("high"), spec.get("values"), spec.get("when") or {})
+    if p.dist == "choice":
+        if not isinstance(p.values, list) or not p.values:
+            raise bad(f"params.{key}: choice needs a non-empty values list")
+        candidates = p.values
+    else:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p.low, p.high)):
+            raise bad(f"params.{key}: {p.dist} needs finite numeric low and high")
+        p.low, p.high = float(p.low), float(p.high)
+        if p.low >= p.high:
+            raise bad(f"params.{key}: low {p.low:g} must be below high {p.high:g}")
+        if p.dist == "loguniform" and p.low <= 0:
+            raise bad(f"params.{key}: loguniform bounds must be positive, got low {p.low:g}")
+        candidates = [int(p.low), int(p.high)] if p.dist == "int" else [p.low, p.high]
+    if not isinstance(p.when, dict):
+        raise bad(f"params.{key}: when must be a mapping of key: value")
+    for cond in p.when:
+        if cond not in flat:
+            raise bad(f"params.{key}: condition on a missing key {cond!r}")
+    for value in candidates:  # every value must make a valid config
+        try:
+            base.with_overrides({key: value})
+        except ConfigError as e:
+            raise bad(f"params.{key}: {e}") from None
+    return p
+
+
+def as_dict(spec: SchedulerSpec) -> dict[str, Any]:
+    return asdict(spec)

@@ -1,0 +1,229 @@
+"""One Tune trial: a driver that fits a TorchTrainer and forwards each evaluation to Tune.
+
+The trial's Train run is named for its lineage, so a resumed trial continues its own run and
+its own MLflow child run. Under population-based training a trial may continue from another
+trial's state: Tune hands it that trial's checkpoint, the driver starts a new Train run from
+it (the step count goes on), and records the exploit (from which trial, at which step, the
+donor's parameters and its own new ones) in its MLflow run and in the job's storage.
+
+Train's reports reach Tune through a queue this driver drains (as Ray's TuneReportCallback
+does), so the driver can add what only Tune needs: the `evals` clock of the schedulers, the
+checkpoint's URI with its scheme, and for PBT the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.exceptions
+import ray.train
+import ray.tune
+from ray.util.queue import Empty, Queue
+
+from distgan import checkpoint, storage, tracking
+from distgan.config import RunConfig
+from distgan.data.schema import DatasetInfo
+from distgan.loop import evals_at
+from distgan.progress import REPLAYED
+
+EVALS = "evals"  # the schedulers' clock: evaluations by this step, so a resumed run keeps its rung
+CHECKPOINT_URI = "checkpoint_uri"  # where an evaluation's checkpoint is, scheme included
+LINEAGE_DIR = "lineage"
+_DONE = "__distgan_fit_done__"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a job shares, typed, across the Ray boundary."""
+    experiment_dir: str
+    data: DatasetInfo
+    stats: str
+    """Location of the job's real statistics (computed once for all trials)."""
+    mlflow_uri: str
+    experiment_id: str
+    parent_run_id: str
+    report_checkpoints: bool
+    """PBT/PB2: each evaluation's state goes to Tune as a checkpoint, so exploit can copy it."""
+    searched: tuple[str, ...]
+    echo: bool = True
+    """Print each evaluation (off when the live table redraws on a terminal)."""
+    dataset: Any = None
+    """The job's data read and decoded once into the object store by its driver (small sets),
+    shared by every trial; None: each trial streams the Parquet itself."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    run_name: str
+    initial: str | None = None
+    """A checkpoint the new run starts from (another trial's state)."""
+    exploit: dict[str, Any] | None = None
+
+
+def origin(trial_id: str, tune_checkpoint: ray.tune.Checkpoint | None, searched: tuple[str, ...],
+           params: dict[str, Any]) -> Origin:
+    """Where this trial's state comes from: nothing (a fresh run), its own checkpoint (a
+    resumed or paused trial: its own run), or another trial's (an exploit: a new run)."""
+    if tune_checkpoint is None:
+        return Origin(f"trial-{trial_id}")
+    location = storage.uri(tune_checkpoint.filesystem, tune_checkpoint.path)
+    meta = json.loads(storage.read_text(storage.join(location, checkpoint.METRICS)))
+    if meta.get("trial_id") == trial_id:
+        return Origin(meta.get("run_name") or f"trial-{trial_id}")
+    donor_cfg = json.loads(storage.read_text(storage.join(location, checkpoint.CONFIG)))
+    flat = RunConfig.from_dict(donor_cfg).flat()
+    step = int(meta["step"])
+    record = {"from_trial": meta["trial_id"], "step": step, "from_params": {k: flat[k] for k in searched},
+              "params": {k: params[k] for k in searched if k in params}}
+    return Origin(f"trial-{trial_id}-from-{meta['trial_id']}-{step}", location, record)
+
+
+def lineage_file(experiment_dir: str, trial_id: str) -> str:
+    return storage.join(experiment_dir, LINEAGE_DIR, f"{trial_id}.json")
+
+
+def read_lineage(experiment_dir: str, trial_id: str) -> list[dict]:
+    try:
+        return json.loads(storage.read_text(lineage_file(experiment_dir, trial_id)))
+    except FileNotFoundError:
+        return []
+
+
+def record_exploit(ctx: TrialContext, trial_id: str, record: dict, run_id: str | None) -> None:
+    """Once per exploit (a resumed trial meets the same one again): the job's storage keeps
+    every trial's exploits for `distgan tune` to print the champion's lineage; MLflow shows
+    them on the trial's run."""
+    records = read_lineage(ctx.experiment_dir, trial_id)
+    if any(r["from_trial"] == record["from_trial"] and r["step"] == record["step"] for r in records):
+        return
+    records.append(record)
+    storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(records, indent=2))
+    print(f"[{trial_id}] continues from trial {record['from_trial']} at step {record['step']}: "
+          f"{describe_change(record)}", flush=True)
+    if run_id is not None:
+        tracking.log_exploit(ctx.mlflow_uri, run_id, records)
+
+
+def describe_change(record: dict) -> str:
+    parts = []
+    for k, new in record["params"].items():
+        old = record["from_params"].get(k)
+        parts.append(f"{k} {_short(old)} -> {_short(new)}" if old != new else f"{k} {_short(new)}")
+    return ", ".join(parts)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+class Forward(ray.train.UserCallback):
+    """Runs in Train's controller: each report (and its checkpoint's URI) onto the queue the
+    trial driver drains; a full queue holds the run until Tune has the previous report."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        where = storage.uri(checkpoint.filesystem, checkpoint.path) if checkpoint else None
+        self.queue.put((metrics[0], where))
+
+
+def to_tune(metrics: dict, eval_every: int) -> dict:
+    return {**metrics, EVALS: float(evals_at(int(metrics["step"]), eval_every))}
+
+
+def replay(run_dir: str, eval_every: int, meta: dict) -> int:
+    """Report a resumed run's past evaluations again, from its newest checkpoint's history.
+    After Ctrl-C (or a killed driver) a Train run can get ahead of what Tune recorded; seen:
+    a trial that finished all its steps then, resumed with nothing left to train, ended one
+    evaluation short in Tune. Steps Tune already has come twice; the trial table keeps the
+    first. Returns how many were replayed."""
+    names = sorted((n for n in storage.list_dir(run_dir) if checkpoint.NAME.match(n)), reverse=True)
+    for name in names:
+        try:
+            history = json.loads(storage.read_text(storage.join(run_dir, name, checkpoint.HISTORY)))
+        except (FileNotFoundError, ValueError):
+            continue
+        kept = set(names)
+        for h in history:
+            step_dir = checkpoint.dir_name(int(h["step"]))
+            where = {CHECKPOINT_URI: storage.join(run_dir, step_dir)} if step_dir in kept else {}
+            ray.tune.report({**to_tune(h, eval_every), **meta, REPLAYED: 1.0, **where})
+        return len(history)
+    return 0
+
+
+def drive(trainer, queue: Queue, eval_every: int, report_checkpoints: bool) -> ray.train.Result:
+    """fit() in a thread; this (the trial's) thread forwards every report to Tune."""
+    box: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # handed to the trial's thread
+            box["error"] = e
+        finally:
+            try:
+                queue.put(_DONE)
+            except ray.exceptions.RayError:  # Tune already stopped the trial (its queue went with it)
+                pass
+
+    thread = threading.Thread(target=fit, name="distgan-fit", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = queue.get(timeout=5)
+        except Empty:
+            if not thread.is_alive() and queue.empty():
+                break
+            continue
+        if item == _DONE:
+            break
+        metrics, where = item
+        ckpt = None
+        if where is not None and report_checkpoints:
+            fs, path = storage.resolve(where)
+            ckpt = ray.tune.Checkpoint(path=path, filesystem=fs)
+        ray.tune.report({**to_tune(metrics, eval_every), **({CHECKPOINT_URI: where} if where else {})},
+                        checkpoint=ckpt)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
+    """One Tune trial (`job` is the tuning.JobSpec)."""
+    from distgan.launch import build_trainer
+    from distgan.worker import WorkerSpec, fault_from_env
+
+    cfg = RunConfig.from_dict(job.base).with_overrides(params)
+    trial_id = ray.tune.get_context().get_trial_id()
+    # Tune's storage logs every checkpoint it persists at INFO (with PBT, one per evaluation)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    came_from = origin(trial_id, ray.tune.get_checkpoint(), ctx.searched, params)
+    log = tracking.RunLog.for_trial(ctx.mlflow_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, cfg.flat(),
+                                    spool=storage.join(ctx.experiment_dir, "train", came_from.run_name, "mlflow_spool"))
+    if came_from.exploit is not None:
+        record_exploit(ctx, trial_id, came_from.exploit, log.run_id if log else None)
+    meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
+    train_dir = storage.join(ctx.experiment_dir, "train")
+    replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta)
+    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, run_log=log, initial=came_from.initial,
+                      fault=fault_from_env())
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = build_trainer(spec, train_dir, came_from.run_name, callbacks=[Forward(queue)], prefix=f"[{trial_id}] ",
+                            data=ctx.dataset, echo=ctx.echo)
+    try:
+        drive(trainer, queue, cfg.train.eval_every, ctx.report_checkpoints)
+    except BaseException:
+        if log is not None:
+            log.end("FAILED")
+        raise
+    if log is not None:
+        log.end("FINISHED")
