@@ -1,6 +1,6 @@
 """`make demo`: the whole journey on the embedded MNIST digits. A tuning job over
-tune_spaces/dcgan-core.yaml (each trial a 2-worker Ray Train run, ASHA stopping the weak
-ones) logs to a local MLflow server; the best checkpoint is re-evaluated, registered as
+tune_spaces/demo.yaml (Ray Train runs, Ray Data input, a scheduler deciding when to stop)
+logs to a local MLflow server; the best checkpoint is re-evaluated, registered as
 `distgan-generator@champion` and sampled from the registry. Ctrl-C leaves a resumable job.
 """
 
@@ -9,53 +9,66 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from distgan import api, registry, server, tracking, tuning
 from distgan import config as config_mod
-from distgan import registry, tracking, tune
-from distgan.metrics.evaluate import fid_name
 
-SPACE = "tune_spaces/dcgan-core.yaml"
+SPACE = "tune_spaces/demo.yaml"
 MODEL = "distgan-generator"
-# The mnist preset sized for 2 CPU cores and 15 minutes: 2 workers x 32 = the preset's
-# global batch of 64, 1,000 steps with an evaluation every 200 (5 rungs for ASHA).
-SETS = ["scaling.num_workers=2", "train.batch_size=32", "train.steps=1000", "train.eval_every=200"]
 
 
-def run(out: str = "outputs", trials: int = 3, port: int = 5000, resume: str | None = None,
+def run(out: str = "outputs", trials: int | None = None, port: int = 5000, resume: str | None = None,
         eval_n: int = 5000) -> dict:
     out_dir = Path(out)
-    url = tracking.ensure_server(out_dir / "mlflow.db", port=port)
-    print(f"MLflow UI: {url}  (server log {out_dir / 'mlflow-server.log'})", flush=True)
+    db = (out_dir / "mlflow.db").resolve()
+    url = server.running(db) or server.start(db, port=port)[0]
+    print(f"MLflow UI: {url}  (server log {out_dir / 'mlflow-server.log'}; distgan ui --stop stops it)", flush=True)
     if resume:
-        job = tune.JobSpec.load(resume)
+        job = tuning.JobSpec.load(resume)
     else:
-        base = config_mod.load("mnist", None, SETS).with_overrides({"tracking.mlflow_uri": url})
-        job = tune.new_job(base, SPACE, trials, str(out_dir / "tune"), None, "asha", grace_period=1,
-                           reduction_factor=3, seed=0, preset="mnist")
+        base = config_mod.load("mnist")
+        job = tuning.new_job(base, SPACE, trials, str(out_dir / "tune"), None, {}, seed=0, preset="mnist",
+                           overrides={"tracking.mlflow_uri": url, "scaling.num_workers": 1,
+                                      "optim.lr_decay": "linear"})
     try:
-        rows = tune.start(job, resume=bool(resume))
-    except (KeyboardInterrupt, tune.JobInterrupted):
+        result = tuning.start(job, resume=bool(resume))
+    except (KeyboardInterrupt, tuning.JobInterrupted):
         print(f"interrupted: continue with  make demo RESUME={job.experiment_dir}", flush=True)
         raise KeyboardInterrupt from None
-    c = tracking.client(url)
-    exp_id = tracking.experiment_id(c, job.experiment)
-    parent = tracking.find_run(c, exp_id, {tracking.KIND: "tuning-job", tracking.JOB: job.name})
-    promoted = registry.promote(url, job.experiment, parent, MODEL, "champion", eval_n)
-    grid = registry.sample(url, f"models:/{MODEL}@champion", out_dir / "demo" / "champion.png", n=100)
-    base = config_mod.RunConfig.from_dict(job.base)
-    budget = len(rows) * tune.evals_budget(base)
+    promoted = api.promote(job.experiment, result.parent_run_id, MODEL, "champion", eval_n, url)
+    grid = registry.sample(url, promoted.model_uri, out_dir / "demo" / "champion.png", n=100)
+    rows = result.rows
+    base = job.config
+    budget = len(rows) * tuning.evals_budget(base)
     used = sum(r["evals"] for r in rows)
-    train_fid, final_fid = fid_name(base.eval.num_samples), fid_name(eval_n)
     best = rows[0]
     curve = best["curve"]
+    evals = [r for r in rows if r["curve"]]
     print()
-    print(f"best trial {best['trial_id']}: {train_fid} {curve[0][1]:.2f} at its first evaluation (step "
-          f"{int(curve[0][0])}) -> {best['best_fid']:.2f} at step {best['best_step']}")
-    print(f"promoted as {MODEL} version {promoted['version']}: {final_fid} {promoted[final_fid]} "
-          f"(detector {promoted['detector']}), classes covered {promoted.get('classes_covered', '?')}/10")
-    print(f"ASHA and the stoppers used {used} of {budget} evaluations ({used / budget:.0%}); "
+    print(f"best trial {best['trial_id']}: {result.metric} {curve[0][1]:.2f} at its first evaluation (step "
+          f"{int(curve[0][0])}) -> {best['best']:.2f} at step {best['best_step']}")
+    print(f"promoted as {MODEL} version {promoted.version}: {promoted.metric} {promoted.value:.2f} "
+          f"(detector {promoted.tags.get('detector')}), classes covered {promoted.tags.get('classes_covered', '?')}/10")
+    print(f"the scheduler and the stoppers used {used} of {budget} evaluations ({used / budget:.0%}); "
           f"stop reasons: {', '.join(sorted({r['stop_reason'] for r in rows}))}")
-    print(f"samples from models:/{MODEL}@champion (one row per class): {grid}")
-    print(f"MLflow UI: {url}  (experiment {job.experiment!r}, parent run {job.name}); "
-          f"stop the server: kill $(cat {out_dir / 'mlflow-server.pid'})")
-    return {"rows": rows, "promoted": promoted, "grid": str(grid), "evals_used": used, "evals_budget": budget,
-            "ok": math.isfinite(best["best_fid"])}
+    share = eval_share(job)
+    if share is not None:
+        print(f"evaluation took {share:.1%} of the trials' time")
+    print(f"samples from {promoted.model_uri} (one row per class): {grid}")
+    print(f"MLflow UI: {url}  (experiment {job.experiment!r}, parent run {job.name}); stop the server: distgan ui --stop")
+    return {"result": result, "promoted": promoted, "grid": str(grid), "evals_used": used, "evals_budget": budget,
+            "eval_share": share, "ok": math.isfinite(best["best"]) and bool(evals)}
+
+
+def eval_share(job: tuning.JobSpec) -> float | None:
+    """The share of the trials' wall time spent in evaluation (train_s and eval_s of every
+    evaluation, from the trials' MLflow runs)."""
+    c = tracking.client(tracking.check_uri(job.mlflow_uri))
+    exp = c.get_experiment_by_name(job.experiment)
+    parent = tracking.find_run(c, exp.experiment_id, {tracking.KIND: "tuning-job", tracking.JOB: job.name})
+    if parent is None:
+        return None
+    train_s = eval_s = 0.0
+    for run in tracking.child_runs(c, exp.experiment_id, parent):
+        train_s += sum(m.value for m in c.get_metric_history(run.info.run_id, "train_s"))
+        eval_s += sum(m.value for m in c.get_metric_history(run.info.run_id, "eval_s"))
+    return eval_s / (train_s + eval_s) if train_s + eval_s else None
