@@ -23,7 +23,7 @@ def gaussian_stats(dim: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
     scales = 1.0 / np.sqrt(1 + np.arange(dim))
     x = (rng.standard_normal((n, dim)) * scales) @ basis.T + rng.standard_normal(dim) * 0.1
-    return feature_stats(x)
+    return tuple(t.numpy() for t in feature_stats(x))
 
 
 def best_time(fn, repeats: int) -> tuple[float, float]:

@@ -1,13 +1,17 @@
-"""Engine throughput and FID time on one device, with plain torch (no Ray, MLflow or Optuna).
+"""The engine and one evaluation on one device, with plain torch (no Ray, MLflow or Optuna):
+how much each option of a step near the hardware buys, side by side in one run.
 
-    python bench/gpu_bench.py                       # CUDA: cifar10_dcgan and celeba64 at bf16, fid10k
-    python bench/gpu_bench.py --device cpu --steps 3 --batch 8 --fid-n 64 --amp off   # a smoke run
+    python bench/gpu_bench.py                              # CUDA: cifar10_dcgan and celeba64, bf16, fid10k
+    python bench/gpu_bench.py --device cpu --steps 3 --warmup 1 --batch 8 --fid-n 64 --amp off --variants eager all
 
-Per preset: GANEngine steps per second x batch = images/s (n_D D updates + one G update
-per step, timed after warm-up, synchronized), on random batches of the preset's shape (the
-engine is measured, not the input pipeline). Then the time of one FID: generating fid-n
-samples with G_ema, Inception features (the standard TF-2015 weights, TF-exact resize) and
-the Fréchet distance to the statistics of a second set.
+Per preset and variant: GANEngine steps x batch = real images/s (n_D D updates + one G update
+per step, timed after warm-up, synchronized), on uint8 batches of the preset's shape handed
+over from pinned host memory (normalized on the device, as a worker does). Variants: eager
+(every option off), each option alone (channels_last, fused_adam, cudnn_benchmark), all
+of them (the CUDA default), and all + torch.compile of the D and G loss computations. Then
+the wall time of one evaluation of --fid-n samples with the Inception detector (the
+standard TF-2015 weights, TF-exact resize, TF32 off): generation, features, statistics and
+the Fréchet distance (the default metrics), then the same with KID and PRDC added.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from distgan import presets
+from distgan.data.schema import DatasetInfo
 from distgan.engine import GANEngine
 from distgan.metrics import detectors
-from distgan.metrics.detectors import batched_features
-from distgan.metrics.evaluate import EVAL_SEED, fixed_latents
-from distgan.metrics.frechet import feature_stats, frechet_distance
+from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.frechet import feature_stats
+from distgan.metrics.stats import RealStats
+
+OPTIONS = ("channels_last", "fused_optim", "cudnn_benchmark")
+VARIANTS = {"eager": {}, "channels_last": {"channels_last": "on"}, "fused_adam": {"fused_optim": "on"},
+            "cudnn_benchmark": {"cudnn_benchmark": "on"}, "all": {k: "on" for k in OPTIONS},
+            "compiled": {**{k: "on" for k in OPTIONS}, "compile": "on"}}
 
 
 def sync(device: torch.device) -> None:
@@ -30,36 +41,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def engine_images_per_s(preset: str, device: torch.device, steps: int, batch: int | None, amp: str,
-                        warmup: int) -> tuple[float, GANEngine]:
-    cfg = presets.get(preset).with_overrides({"train.amp": amp, **({"train.batch_size": batch} if batch else {})})
+def engine_images_per_s(preset: str, variant: str, device: torch.device, steps: int, batch: int | None, amp: str,
+                        warmup: int) -> float:
+    options = {f"train.{k}": "off" for k in (*OPTIONS, "compile")}
+    options.update({f"train.{k}": v for k, v in VARIANTS[variant].items()})
+    cfg = presets.get(preset).with_overrides({"train.amp": amp, **options,
+                                              **({"train.batch_size": batch} if batch else {})})
+    torch.backends.cudnn.benchmark = False  # each variant sets it itself
     engine = GANEngine.from_config(cfg, device)
     m = cfg.model
-    b = cfg.train.batch_size * cfg.train.n_d
-    x = torch.rand(b, m.channels, m.resolution, m.resolution, device=device) * 2 - 1
-    y = torch.randint(0, m.num_classes, (b,), device=device)
+    rows = cfg.train.batch_size * cfg.train.n_d
+    x = torch.randint(0, 256, (rows, m.channels, m.resolution, m.resolution), dtype=torch.uint8)
+    y = torch.randint(0, m.num_classes, (rows,))
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
     for _ in range(warmup):
         engine.step(x, y)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        engine.step(x, y)
+        stats = engine.step(x, y)
+    float(stats["loss_d"])  # the one host sync a log window has
     sync(device)
-    return steps * cfg.train.batch_size / (time.perf_counter() - t0), engine
+    return steps * rows / (time.perf_counter() - t0)
 
 
-def fid_seconds(engine: GANEngine, n: int, batch: int, detector: detectors.Detector) -> float:
-    """Wall time of one FID of n generated samples, through the pieces evaluate() uses:
-    batched generation + features, then statistics and the Fréchet distance."""
-    G = engine.G_ema
-    z, y = fixed_latents(n, G.z_dim, G.num_classes, EVAL_SEED)
-    reference = feature_stats(batched_features(engine.generate, z.flip(0), y, detector, batch)[0])
-    sync(engine.device)
+def evaluation_seconds(preset: str, device: torch.device, n: int, batch: int, metrics: list[str]) -> float:
+    """One evaluation of n samples in Inception features against real statistics of n
+    (random) images: what a trial spends at each eval_every."""
+    cfg = presets.get(preset).with_overrides({"eval.num_samples": n, "eval.batch_size": batch, "eval.metrics": metrics,
+                                              "eval.detector": "inception"})
+    m = cfg.model
+    engine = GANEngine.from_config(cfg, device)
+    det = detectors.build("inception", (m.channels, m.resolution, m.resolution), device=device)
+    reals = torch.rand(n, m.channels, m.resolution, m.resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    feats = torch.cat([det(reals[i:i + batch].to(device))[0] for i in range(0, n, batch)])
+    mu, sigma = feature_stats(feats)
+    real = RealStats(feats, mu, sigma, np.ones(max(1, m.num_classes)), np.zeros(0, np.int64), "bench")
+    info = DatasetInfo("bench", "png", m.num_classes, m.resolution, m.resolution, m.channels, n, ())
+    evaluator = Evaluator.build(cfg, info, device, real=real)
+    sync(device)
     t0 = time.perf_counter()
-    feats, _ = batched_features(engine.generate, z, y, detector, batch)
-    fid = frechet_distance(*feature_stats(feats), *reference)
-    sync(engine.device)
-    assert fid == fid, "FID is NaN"
+    out = evaluator(engine.G_ema, index=None)
+    sync(device)
+    assert out[evaluator.fd_key] == out[evaluator.fd_key], "FID is NaN"
     return time.perf_counter() - t0
 
 
@@ -67,6 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--presets", nargs="+", default=["cifar10_dcgan", "celeba64"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch", type=int, help="override the preset's batch size")
@@ -78,15 +104,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = []
     for preset in a.presets:
-        ips, engine = engine_images_per_s(preset, device, a.steps, a.batch, a.amp, min(a.warmup, a.steps))
-        det = detectors.build("inception", (engine.cfg.model.channels, engine.cfg.model.resolution,
-                                            engine.cfg.model.resolution), device=device)
-        rows.append({"preset": preset, "img_per_s": ips,
-                     "fid_s": fid_seconds(engine, a.fid_n, min(a.fid_batch, a.fid_n), det)})
-    print(f"device {name}, torch {torch.__version__}, amp {a.amp}, {a.steps} timed steps, FID of {a.fid_n} samples")
-    print(f"{'preset':<16}{'img/s':>10}{'fid time (s)':>14}")
+        for variant in a.variants:
+            ips = engine_images_per_s(preset, variant, device, a.steps, a.batch, a.amp, min(a.warmup, a.steps))
+            rows.append({"preset": preset, "variant": variant, "img_per_s": ips})
+    fid = {}
+    for preset in a.presets:
+        batch = min(a.fid_batch, a.fid_n)
+        fid[preset] = (evaluation_seconds(preset, device, a.fid_n, batch, ["fd", "modes"]),
+                       evaluation_seconds(preset, device, a.fid_n, batch, ["fd", "modes", "kd", "prdc"]))
+    print(f"device {name}, torch {torch.__version__}, amp {a.amp}, {a.steps} timed steps, evaluation of {a.fid_n} samples")
+    print(f"{'preset':<16}{'variant':<17}{'real img/s':>12}{'vs eager':>10}")
     for r in rows:
-        print(f"{r['preset']:<16}{r['img_per_s']:>10.0f}{r['fid_s']:>14.1f}")
+        eager = next((q["img_per_s"] for q in rows if q["preset"] == r["preset"] and q["variant"] == "eager"), None)
+        ratio = f"{r['img_per_s'] / eager:.2f}" if eager else "-"
+        print(f"{r['preset']:<16}{r['variant']:<17}{r['img_per_s']:>12.0f}{ratio:>10}")
+    print(f"{'preset':<16}{'fid (fd+modes) s':>18}{'+ kd + prdc s':>15}")
+    for preset, (plain, full) in fid.items():
+        print(f"{preset:<16}{plain:>18.1f}{full:>15.1f}")
+        rows.append({"preset": preset, "fid_s": plain, "fid_full_s": full})
     return rows
 
 

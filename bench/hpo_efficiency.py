@@ -1,119 +1,164 @@
-"""HPO efficiency on ring8: an exhaustive 16-config grid at full budget vs ASHA + Optuna
-over the same 16-point space and trial count, side by side in one run.
+"""Which scheduler finds the better GAN for the same compute: ASHA + Optuna's TPE, PBT, PB2 and
+full-budget random search, side by side in one run, at equal compute (the same total
+training steps), over several seeds, on ring8 and on the `mnist` preset at a CPU size.
 
-    .venv/bin/python bench/hpo_efficiency.py [--steps 2400] [--eval-every 200] [--reduction-factor 4]
-                                             [--sampler bruteforce|tpe]
+    .venv/bin/python bench/hpo_efficiency.py [--problems ring8 mnist] [--seeds 0 1 2] [--methods ...]
 
-Optuna's BruteForceSampler (default) draws each point of this finite space once, in a
-seeded random order, so ASHA alone decides what runs long; TPE repeats points of a space
-this small.
-
-Trials train in-process (distgan's engine and loop, one thread each, no TorchTrainer):
-this measures the search and the early stopping, not the distributed trainer. Prints the
-share of trial-evaluations ASHA used and both best FIDs (goal: within 10 % of the
-grid's best with <= 35 % of its evaluations).
+Equal compute: random search and the population methods train `--trials` trials for the
+whole budget each (PBT and PB2 spend the same steps, moving state from the best trials to
+the worst instead of stopping anyone); ASHA stops trials early, so it keeps sampling new
+trials until it has spent the same number of steps. Trials train in-process (distgan's
+engine, loop and evaluator, one thread each; no TorchTrainer): this measures the search
+and the stopping, not the distributed trainer. Printed per problem and method: the median
+and the range over seeds of the best distance found, the evaluations (= steps / eval_every)
+used, and the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import itertools
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
-import scipy.stats
 import ray
 import ray.tune
 import torch
 import yaml
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 
-from distgan import presets
+from distgan import checkpoint, presets, sweep
 from distgan.config import RunConfig
 from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.engine import GANEngine
-from distgan.loop import EVALS, eval_context, train
-from distgan.metrics.evaluate import fid_name
-from distgan.tune import OBJECTIVE, evals_budget, load_space
+from distgan.loop import evals_at, train
+from distgan.metrics.evaluate import Evaluator
+from distgan.trial import EVALS
+from distgan.tuning import OBJECTIVE, build_scheduler
 
-# Learning rates a decade apart make the configurations differ in quality, as in a real search;
-# n_D and the loss are the finer choices.
-GRID = {"optim.lr_g": [1e-4, 1e-3], "optim.lr_d": [1e-4, 1e-3], "train.n_d": [1, 2], "loss.kind": ["ns", "hinge"]}
+# Searched: the learning rates and Adam's beta1 (continuous, so PB2 can model them) and n_D.
+SPACE = {"params": {"optim.lr_g": {"dist": "loguniform", "low": 3.0e-5, "high": 3.0e-3},
+                    "optim.lr_d": {"dist": "loguniform", "low": 3.0e-5, "high": 3.0e-3},
+                    "optim.beta1": {"dist": "uniform", "low": 0.0, "high": 0.9},
+                    "train.n_d": {"dist": "choice", "values": [1, 2]}}}
+PROBLEMS = {
+    # name: (preset, overrides, trials, steps, eval_every)
+    "ring8": ("ring8", {"data.num_points": 8000, "stop.saturation_evals": 0, "eval.num_samples": 2000}, 8, 1200, 200),
+    "mnist": ("mnist", {"stop.saturation_evals": 0, "eval.num_samples": 2000}, 6, 1200, 200),
+}
+METHODS = ("asha", "pbt", "pb2", "random")
 
 
-SAMPLERS = {"bruteforce": lambda: optuna.samplers.BruteForceSampler(seed=0),
-            "tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=4)}
-
-
-def trial(params: dict, base: dict, data_dir: str) -> None:
+def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool) -> None:
     torch.set_num_threads(1)
     cfg = RunConfig.from_dict(base).with_overrides(params)
-    x, y, info = load_all(data_dir)
+    x, y, info = load_all(data_dir, raw=True)
     engine = GANEngine.from_config(cfg)
-    ctx = eval_context(cfg, data_dir, info, torch.device("cpu"))
-    batches = epoch_batches(x, y, cfg.train.batch_size * cfg.train.n_d, cfg.train.seed)
-    train(engine, batches, cfg, ctx, on_eval=ray.tune.report, progress=False)
+    history: list[dict] = []
+    restored = ray.tune.get_checkpoint()
+    if restored is not None:  # a PBT/PB2 exploit (or a restart): the donor's state
+        with restored.as_directory() as d:
+            state, _, _ = checkpoint.load(d)
+        engine.load_state_dict(state)
+    evaluator = Evaluator.build(cfg, info, torch.device("cpu"), cache_dir=cache)
+    batches = epoch_batches(x, y, cfg.train.batch_size * cfg.train.n_d, cfg.train.seed, start=engine.step_count)
+
+    def on_eval(metrics: dict) -> None:
+        metrics = {**metrics, EVALS: float(evals_at(engine.step_count, cfg.train.eval_every))}
+        if not population:
+            ray.tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = checkpoint.save(Path(tmp) / "c", engine.state_dict(), cfg, metrics)
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(path)))
+
+    train(engine, batches, cfg, evaluator, on_eval, progress=False, history=history)
 
 
-def run(trainable, name: str, storage: str, param_space: dict | None = None, **tune_config) -> list:
-    tuner = ray.tune.Tuner(trainable, param_space=param_space,
-                           tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", **tune_config),
-                           run_config=ray.tune.RunConfig(name=name, storage_path=storage, verbose=0))
-    return list(tuner.fit())
+class Budget(Stopper):
+    """Stops everything once the trials together have spent `evals` evaluations' worth of steps."""
+
+    def __init__(self, evals: int, per_trial: int):
+        self.left, self.per_trial = evals, per_trial
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.left -= 1
+        return result.get(EVALS, 0) >= self.per_trial
+
+    def stop_all(self) -> bool:
+        return self.left <= 0
 
 
-def summary(results: list, fid_key: str) -> tuple[float, int]:
-    best = min(r.metrics_dataframe[fid_key].min() for r in results)
-    evals = sum(int(r.metrics[EVALS]) for r in results)
-    return best, evals
+def run(method: str, problem: str, seed: int, tmp: str) -> dict:
+    preset, over, trials, steps, eval_every = PROBLEMS[problem]
+    base = presets.get(preset).with_overrides({**over, "train.steps": steps, "train.eval_every": eval_every,
+                                                "train.seed": seed})
+    per_trial = evals_at(steps, eval_every)
+    data_dir = f"{tmp}/data-{problem}"
+    if not Path(data_dir).is_dir():
+        (prepare.mixture("ring8", data_dir, n=over["data.num_points"]) if preset == "ring8"
+         else prepare.mnist_embedded(data_dir))
+    space_file = Path(tmp) / "space.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
+    found = sweep.load(space_file, base)
+    population = method in ("pbt", "pb2")
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(
+        trial, base=base.to_dict(), data_dir=data_dir, cache=f"{tmp}/stats", population=population), {"CPU": 1})
+    budget = trials * per_trial
+    tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": 2}
+    param_space = None
+    stopper = Budget(budget, per_trial)
+    if method == "asha":  # as many trials as the budget pays for
+        searcher = OptunaSearch(space=functools.partial(found.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
+        tune_config.update(num_samples=10 * trials, search_alg=searcher,
+                           scheduler=AsyncHyperBandScheduler(time_attr=EVALS, max_t=per_trial, grace_period=1,
+                                                             reduction_factor=3))
+    else:
+        param_space = {p.key: p.tune_domain() for p in found.params}
+        spec = sweep.SchedulerSpec(kind=method if population else "none", perturbation_interval=1)
+        tune_config.update(num_samples=trials, search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed),
+                           scheduler=build_scheduler(spec, found, per_trial))
+    keep = ray.tune.CheckpointConfig(num_to_keep=5) if population else None
+    t0 = time.perf_counter()
+    results = ray.tune.Tuner(trainable, param_space=param_space, tune_config=ray.tune.TuneConfig(**tune_config),
+                             run_config=ray.tune.RunConfig(name=f"{problem}-{method}-{seed}", storage_path=tmp,
+                                                           stop=stopper, checkpoint_config=keep, verbose=0)).fit()
+    wall = time.perf_counter() - t0
+    key = next(k for k in results[0].metrics_dataframe if k.startswith(("fd_", "fid")) and not k.endswith("std"))
+    frames = [r.metrics_dataframe for r in results if r.metrics_dataframe is not None and key in r.metrics_dataframe]
+    return {"best": min(float(df[key].min()) for df in frames), "evals": sum(len(df) for df in frames),
+            "budget": budget, "trials": len(frames), "wall": wall, "key": key}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--grace-period", type=int, default=1)
-    p.add_argument("--reduction-factor", type=int, default=4)
-    p.add_argument("--sampler", choices=["bruteforce", "tpe"], default="bruteforce",
-                   help="Optuna sampler: bruteforce draws each point of a finite space once; TPE repeats points")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     a = p.parse_args()
-    base = presets.ring8().with_overrides({"train.steps": a.steps, "train.eval_every": a.eval_every,
-                                           "stop.saturation_evals": 0})
-    fid_key = fid_name(base.eval.num_samples)
-    max_t = evals_budget(base)
-    n_configs = len(list(itertools.product(*GRID.values())))
+    ray.init(address="local", num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare.mixture("ring8", f"{tmp}/data", n=base.data.num_points)
-        space_file = Path(tmp) / "space.yaml"
-        space_file.write_text(yaml.safe_dump({"params": {k: {"dist": "choice", "values": v} for k, v in GRID.items()}}))
-        space = load_space(space_file, base)
-        ray.init(num_cpus=2, log_to_driver=False)
-        trainable = ray.tune.with_resources(
-            ray.tune.with_parameters(trial, base=base.to_dict(), data_dir=f"{tmp}/data"), {"CPU": 1})
-        grid = run(trainable, "grid", tmp, max_concurrent_trials=2,
-                   param_space={k: ray.tune.grid_search(v) for k, v in GRID.items()})
-        searcher = OptunaSearch(space=functools.partial(space.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
-                                sampler=SAMPLERS[a.sampler]())
-        asha = run(trainable, "asha", tmp, num_samples=n_configs, search_alg=searcher, max_concurrent_trials=2,
-                   scheduler=AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, grace_period=a.grace_period,
-                                                     reduction_factor=a.reduction_factor))
-        grid_best, grid_evals = summary(grid, fid_key)
-        asha_best, asha_evals = summary(asha, fid_key)
-    first = [r.metrics_dataframe[fid_key].iloc[0] for r in grid]
-    final = [r.metrics_dataframe[fid_key].min() for r in grid]
-    rho = scipy.stats.spearmanr(first, final).statistic
-    print(f"ring8, {n_configs} configs x {max_t} evaluations ({a.steps} steps), {fid_key}; ASHA grace "
-          f"{a.grace_period}, reduction factor {a.reduction_factor}, Optuna {a.sampler}")
-    print(f"grid: rank correlation of the first evaluation's FID with the best FID: {rho:.2f}")
-    print(f"grid, full budget : best {grid_best:.4f}   evaluations {grid_evals}")
-    distinct = len({tuple(sorted(r.config.items())) for r in asha})
-    print(f"ASHA + Optuna     : {distinct} distinct configurations of {len(asha)} trials")
-    print(f"ASHA + Optuna     : best {asha_best:.4f}   evaluations {asha_evals}   "
-          f"share of the grid's {asha_evals / grid_evals:.0%}   best / grid best {asha_best / grid_best:.3f}")
+        for problem in a.problems:
+            preset, _, trials, steps, eval_every = PROBLEMS[problem]
+            rows = {m: [run(m, problem, s, tmp) for s in a.seeds] for m in a.methods}
+            key = next(iter(rows.values()))[0]["key"]
+            print(f"\n{problem} ({preset} preset, {trials} trials x {steps} steps, an evaluation every {eval_every}; "
+                  f"equal compute: {trials * evals_at(steps, eval_every)} evaluations; seeds {a.seeds})")
+            print(f"{'method':<8} {'median ' + key:>18} {'range':>22} {'evals used':>11} {'trials':>7} {'wall s':>7}")
+            for m, runs in rows.items():
+                best = [r["best"] for r in runs]
+                print(f"{m:<8} {statistics.median(best):>18.4g} {f'{min(best):.4g} - {max(best):.4g}':>22} "
+                      f"{statistics.median([r['evals'] for r in runs]):>11.0f} "
+                      f"{statistics.median([r['trials'] for r in runs]):>7.0f} "
+                      f"{statistics.median([r['wall'] for r in runs]):>7.0f}")
+                print("         per seed: " + ", ".join(f"{r['best']:.4g}" for r in runs), flush=True)
 
 
 if __name__ == "__main__":

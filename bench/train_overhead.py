@@ -20,8 +20,10 @@ import torch
 from distgan import presets
 from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
+from distgan.data.schema import inspect
 from distgan.engine import GANEngine
-from distgan.launch import build_trainer
+from distgan.launch import build_trainer, ensure_real_stats
+from distgan.worker import WorkerSpec
 
 
 def plain_loop(cfg, data_dir: str, threads: int, steps: int, window: int) -> float:
@@ -40,7 +42,9 @@ def plain_loop(cfg, data_dir: str, threads: int, steps: int, window: int) -> flo
 
 def ray_run(cfg, data_dir: str, storage: str, workers: int) -> tuple[float, float, int]:
     cfg = cfg.with_overrides({"scaling.num_workers": workers})
-    result = build_trainer(cfg, data_dir, storage, f"overhead-{workers}").fit()
+    info = inspect(data_dir)
+    spec = WorkerSpec(cfg, info, ensure_real_stats(cfg, info, f"{storage}/stats"))
+    result = build_trainer(spec, storage, f"overhead-{workers}").fit()
     df = result.metrics_dataframe.sort_values("step")
     return (statistics.median(df["img_per_s"].tolist()[1:]), statistics.median(df["data_wait_frac"].tolist()[1:]),
             int(df["torch_threads"].iloc[-1]))
@@ -58,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = f"{tmp}/data"
         prepare.mnist_embedded(data_dir)
-        ray.init(log_to_driver=False)
+        ray.init(address="local", log_to_driver=False)
         ray1, wait1, threads = ray_run(cfg, data_dir, tmp, 1)
         ray2, wait2, _ = ray_run(cfg, data_dir, tmp, 2)
         plain = plain_loop(cfg, data_dir, threads, a.steps, a.window)
