@@ -36,9 +36,9 @@ def test_train_writes_grid_checkpoint_and_metrics(smoke_run):
     assert (out / "samples" / "step_0000020.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [10, 20]
-    assert all("fid500" in m and "d_real" in m and "classes_covered" in m for m in lines)
+    assert all("fd_lenet500" in m and "d_real" in m and "classes_covered" in m for m in lines)
     assert checkpoint.is_checkpoint(out / "checkpoints" / "step_0000020")
-    assert "step 10 | fid500" in stdout and "best checkpoint:" in stdout
+    assert "step 10 | fd_lenet500" in stdout and "best checkpoint:" in stdout
 
 
 def test_existing_run_is_not_overwritten_without_force(smoke_run, capsys):
@@ -58,7 +58,7 @@ def test_resume_continues_exactly(tmp_path, mnist_dir):
     b, _, mb = checkpoint.load(tmp_path / "b" / "checkpoints" / "step_0000020")
     for net in ("G", "D", "G_ema"):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
-    assert ma["fid500"] == mb["fid500"]
+    assert ma["fd_lenet500"] == mb["fd_lenet500"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20]
 
@@ -101,5 +101,5 @@ def test_fid_of_a_checkpoint_matches_the_evaluation_that_wrote_it(smoke_run, mni
     assert main(["fid", "--real", str(mnist_dir), "--fake", str(out / "checkpoints" / "step_0000020"),
                  "--n", "500", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["fid500"] == pytest.approx(logged["fid500"], rel=1e-9)
+    assert result["fd_lenet500"] == pytest.approx(logged["fd_lenet500"], rel=1e-9)
     assert result["classes_covered"] == logged["classes_covered"]

@@ -49,3 +49,29 @@ def test_unknown_preset_lists_the_known_ones():
 def test_mlp_refuses_image_data():
     with pytest.raises(ConfigError, match="model.arch"):
         presets.ring8().with_overrides({"data.builtin": "mnist-embedded"})
+
+
+def test_shipped_example_configs_validate():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+    assert len(examples) >= 2
+    for f in examples:
+        cfg = load(config_file=str(f))
+        assert cfg.eval.metrics[0] == "fd", f
+
+
+def test_resume_changes_name_the_keys_that_fix_the_model_or_the_protocol():
+    from distgan.config import resume_changes
+
+    base = presets.mnist_smoke()
+    changed = base.with_overrides({"model.z_dim": 64, "eval.num_samples": 1000, "optim.lr_g": 1e-3,
+                                   "train.steps": 50, "eval.metrics": ["fd", "kd"]})
+    assert resume_changes(base, changed) == ["model.z_dim", "eval.num_samples"]  # lr, steps, metrics may change
+
+
+def test_non_finite_numbers_and_list_items_are_named():
+    with pytest.raises(ConfigError, match=r"^optim.beta1: nan is not a finite number$"):
+        presets.mnist_smoke().with_overrides({"optim.beta1": float("nan")})
+    with pytest.raises(ConfigError, match=r"^eval.metrics\[1\]: 3 is not a str$"):
+        presets.mnist_smoke().with_overrides({"eval.metrics": ["fd", 3]})

@@ -1,18 +1,38 @@
-"""bench/gpu_bench.py runs with plain torch; here on CPU with tiny sizes (the GPU figures
-are recorded in docs/benchmarks.md when a GPU machine runs it)."""
+"""The benchmarks of a step near the hardware and of an evaluation run with plain torch; here
+on CPU with tiny sizes (the GPU figures are recorded in docs/benchmarks.md when a GPU
+machine runs them)."""
 
 import importlib.util
 from pathlib import Path
 
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def test_gpu_bench_runs_on_cpu_with_tiny_sizes(capsys):
-    path = Path(__file__).resolve().parent.parent / "bench" / "gpu_bench.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    rows = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--fid-n", "16",
-                       "--fid-batch", "8", "--amp", "off"])
-    assert [r["preset"] for r in rows] == ["cifar10_dcgan", "celeba64"]
-    assert all(r["img_per_s"] > 0 and r["fid_s"] > 0 for r in rows)
+    rows = _load("gpu_bench").main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--fid-n", "16",
+                                    "--fid-batch", "8", "--amp", "off", "--variants", "eager", "channels_last", "all"])
+    engine = [r for r in rows if "variant" in r]
+    assert [(r["preset"], r["variant"]) for r in engine] == [(p, v) for p in ("cifar10_dcgan", "celeba64")
+                                                             for v in ("eager", "channels_last", "all")]
+    assert all(r["img_per_s"] > 0 for r in engine)
+    evals = [r for r in rows if "fid_s" in r]
+    assert len(evals) == 2 and all(0 < r["fid_s"] and 0 < r["fid_full_s"] for r in evals)
     out = capsys.readouterr().out
-    assert "device cpu" in out and "celeba64" in out
+    assert "device cpu" in out and "vs eager" in out and "+ kd + prdc" in out
+
+
+def test_eval_bench_agrees_old_and_new_and_the_references(capsys):
+    rows = _load("eval_bench").main(["--n", "300", "--dim", "64", "--device", "cpu", "--reference-n", "300"])
+    (r,) = rows
+    assert r["feat_equal"] == 0.0
+    assert abs(r["fd"][0] - r["fd"][1]) <= 1e-6 * abs(r["fd"][1])
+    assert abs(r["kid"][0] - r["kid"][1]) <= 1e-6 * abs(r["kid"][1])
+    out = capsys.readouterr().out
+    assert "default evaluation" in out and "references at N = 300" in out

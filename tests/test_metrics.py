@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from distgan.data.reader import load_all
-from distgan.metrics import detectors
-from distgan.metrics.evaluate import compute_metrics, protocol
+from distgan.metrics import detectors, registry
 from distgan.metrics.frechet import feature_stats, frechet_distance
 from distgan.metrics.kid import kid
-from distgan.metrics.stats import real_stats
+from distgan.metrics.registry import protocol
+from distgan.metrics.stats import RealStats, real_stats
 
 pytorch_fid = pytest.importorskip("pytorch_fid.fid_score")
 
@@ -50,7 +50,7 @@ def test_frechet_matches_the_pytorch_fid_formula_at_64_and_2048_dims(digits, len
         a, b = feats[:2500], feats[2500:]
         s1, s2 = feature_stats(a), feature_stats(b + 0.05 * feats.std())  # a shift so FID is not ~0
         ours = frechet_distance(*s1, *s2)
-        ref = pytorch_fid.calculate_frechet_distance(*s1, *s2)
+        ref = pytorch_fid.calculate_frechet_distance(*(t.numpy() for t in (*s1, *s2)))
         assert feats.shape[1] in (64, 2048)
         assert abs(ours - ref) / ref < 1e-6, (feats.shape, ours, ref)
 
@@ -60,7 +60,7 @@ def test_singular_covariances_stay_real_and_finite(digits, lenet):
     s1, s2 = feature_stats(feats[:30]), feature_stats(feats[30:])
     d = frechet_distance(*s1, *s2)
     assert np.isfinite(d) and d > 0
-    assert frechet_distance(*s1, *s1) == pytest.approx(0, abs=1e-6 * np.trace(s1[1]))
+    assert frechet_distance(*s1, *s1) == pytest.approx(0, abs=1e-6 * float(s1[1].trace()))
     with pytest.raises(FloatingPointError):
         frechet_distance(s1[0] * np.nan, s1[1], *s2)
     with pytest.raises(ValueError, match="at least 2"):
@@ -87,23 +87,25 @@ def test_fid_of_halves_is_small_and_rises_with_noise_and_blur(digits, lenet):
     assert floor < blur[0] < blur[1] < blur[2] < blur[3]
 
 
+def _all_metrics(det, x, real):
+    feats, logits = det(x)
+    inputs = registry.Inputs(feats, logits.argmax(1), real, det.name, det.has_classes, None)
+    return registry.compute(inputs, list(registry.METRICS))
+
+
 def test_one_class_generator_shows_mode_collapse(digits, lenet):
     x, y = digits
     real = real_stats_from(lenet, x[:2500], y[:2500])
-    ones = x[2500:][y[2500:] == 3][:240]
-    feats, logits = lenet(ones)
-    m = compute_metrics(feats.numpy(), logits.argmax(1).numpy(), real, lenet)
-    feats, logits = lenet(x[2500:2740])  # the same number of real images of every class
-    all_classes = compute_metrics(feats.numpy(), logits.argmax(1).numpy(), real, lenet)
+    m = _all_metrics(lenet, x[2500:][y[2500:] == 3][:240], real)
+    all_classes = _all_metrics(lenet, x[2500:2740], real)  # the same number of real images of every class
     assert m["classes_covered"] == 1 and all_classes["classes_covered"] == 10
-    assert m["precision"] > 0.7 and all_classes["precision"] > 0.7
-    assert m["recall"] < 0.4 * all_classes["recall"]
+    assert m["precision_lenet240"] > 0.7 and all_classes["precision_lenet240"] > 0.7
+    assert m["recall_lenet240"] < 0.4 * all_classes["recall_lenet240"]
     assert m["class_kl"] > 1.5  # ~log 10 for one class of ten
 
 
 def real_stats_from(det, x, y):
-    from distgan.metrics.stats import RealStats
-    f = _features(det, x)
+    f = torch.from_numpy(_features(det, x))
     mu, sigma = feature_stats(f)
     return RealStats(f, mu, sigma, np.bincount(y.numpy(), minlength=10).astype(float), np.zeros(0, int), "t")
 
@@ -132,14 +134,14 @@ def test_cache_is_hit_the_second_time_and_corruption_is_recomputed(mnist_dir, le
     calls = det.calls
     second = real_stats(mnist_dir, det, 1000, tmp_path)
     assert calls > 0 and det.calls == calls
-    assert np.array_equal(first.sigma, second.sigma)
+    assert torch.equal(first.sigma, second.sigma) and (first.source, second.source) == ("computed", "cache")
     (f,) = tmp_path.glob("*.npz")
     raw = bytearray(f.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     f.write_bytes(bytes(raw))
     third = real_stats(mnist_dir, det, 1000, tmp_path)
     assert det.calls > calls and "corrupt" in caplog.text
-    assert np.array_equal(first.mu, third.mu)
+    assert torch.equal(first.mu, third.mu)
     assert real_stats(mnist_dir, det, 500, tmp_path).key != first.key  # n is part of the key
 
 
@@ -188,9 +190,13 @@ def test_fid_command_prints_every_metric(mnist_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "distgan.cli", "fid", "--real", str(mnist_dir), "--fake",
                           str(mnist_dir), "--n", "1000", "--json"], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
-    for key in ("fid1k", "kid1k", "precision", "recall", "density", "coverage", "classes_covered", "detector"):
+    for key in ("fd_lenet1k", "kd_lenet1k", "precision_lenet1k", "recall_lenet1k", "density_lenet1k",
+                "coverage_lenet1k", "classes_covered", "detector"):
         assert key in result
-    assert result["classes_covered"] == 10 and result["fid1k"] < 5
+    assert not any(k.startswith(("fid", "kid")) for k in result)  # LeNet features are not Inception's
+    # the fake side is its own subset of the same files: a small distance, not 0 (its cache entry
+    # is not the real side's)
+    assert result["classes_covered"] == 10 and 0.5 < result["fd_lenet1k"] < 20
     bad = subprocess.run([sys.executable, "-m", "distgan.cli", "fid", "--real", str(mnist_dir), "--fake",
                           str(mnist_dir), "--n", "6000"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--allow-repeat" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -1,22 +1,23 @@
 """Distributed training on a real local Ray: Train V2 workers, DDP over gloo, Ray Data."""
 
-import json
 import math
 import sys
 
-import ray.cloudpickle as cloudpickle
 import pytest
+import ray.cloudpickle as cloudpickle
 import ray.train
 import ray.train.torch
 import torch
 
-from distgan import checkpoint, presets
+from distgan import checkpoint, cluster, presets, storage
 from distgan.config import ConfigError
 from distgan.data.reader import load_all
+from distgan.data.schema import inspect
 from distgan.engine import GANEngine
-from distgan.launch import best_checkpoint, build_trainer, check_resources, check_storage
-from distgan.loop import eval_context
-from distgan.worker import FAULT_MARKER_ENV, FAULT_STEP_ENV, build_engine
+from distgan.launch import best_checkpoint, build_trainer, ensure_real_stats
+from distgan.loop import evaluate_engine
+from distgan.metrics.evaluate import Evaluator
+from distgan.worker import WorkerSpec, build_engine
 
 pytestmark = pytest.mark.slow
 
@@ -25,47 +26,31 @@ def _smoke(**over):
     return presets.mnist_smoke().with_overrides({"scaling.num_workers": 2, **over})
 
 
+def _spec(cfg, data_dir, tmp_path, **kw) -> WorkerSpec:
+    info = inspect(str(data_dir))
+    return WorkerSpec(cfg, info, ensure_real_stats(cfg, info, str(tmp_path / "stats")), **kw)
+
+
 @pytest.mark.timeout(300)  # with a whole CPU per worker on 2 cores, Ray Data starves and this hangs
-def test_two_workers_stream_ray_data_report_fid_and_checkpoints_restore(ray_session, mnist_dir, tmp_path):
+def test_two_workers_stream_ray_data_report_distances_and_checkpoints_restore(ray_session, mnist_dir, tmp_path):
     cfg = _smoke()
-    result = build_trainer(cfg, mnist_dir, str(tmp_path), "smoke").fit()
+    result = build_trainer(_spec(cfg, mnist_dir, tmp_path), str(tmp_path), "smoke").fit()
     assert result.error is None
     df = result.metrics_dataframe.sort_values("step")  # Ray orders rows by checkpoint score
     assert df["step"].tolist() == [10, 20] and df["world_size"].tolist() == [2, 2]
-    assert all(math.isfinite(v) for v in df["fid500"])
-    # the second report's checkpoint restores an engine that evaluates to the reported FID
+    assert all(math.isfinite(v) for v in df["fd_lenet500"]) and "fid500" not in df  # LeNet features: no "fid"
+    # the second report's checkpoint restores an engine that evaluates to the reported distance
     ckpt, metrics = [cm for cm in result.best_checkpoints if cm[1]["step"] == 20][0]
     state, saved_cfg, _ = checkpoint.load(ckpt.path)
     engine = GANEngine.from_config(saved_cfg)
     engine.load_state_dict(state)
     assert engine.step_count == 20
-    x, _, info = load_all(mnist_dir)
-    from distgan.loop import evaluate_engine
-    again = evaluate_engine(engine, saved_cfg, eval_context(saved_cfg, mnist_dir, info, torch.device("cpu")))
-    assert again["fid500"] == pytest.approx(metrics["fid500"], rel=1e-6)
+    again = evaluate_engine(engine, Evaluator.build(saved_cfg, inspect(str(mnist_dir)), torch.device("cpu")))
+    assert again["fd_lenet500"] == pytest.approx(metrics["fd_lenet500"], rel=1e-6)
     assert (tmp_path / "smoke" / "step_0000020" / "samples.png").is_file()
-    assert best_checkpoint(result, "fid500")[1]["fid500"] == min(df["fid500"])
-    # fit again under the same name: Train resumes the finished run, which has nothing left
-    # to train; with replay it reports its evaluations again (what a Tune trial resumed after
-    # Ctrl-C needs when its run finished while Tune was shutting down)
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the recorder runs in Train's controller
-    reports = tmp_path / "reports.jsonl"
-    build_trainer(cfg, mnist_dir, str(tmp_path), "smoke", callbacks=[_Recorder(str(reports))], replay=True).fit()
-    replayed = [json.loads(line) for line in reports.read_text().splitlines()]
-    assert [(r["step"], r["replayed"]) for r in replayed] == [(10, 1), (20, 1)]  # nothing trained, both again
-    assert [r["fid500"] for r in replayed] == df["fid500"].tolist()
-    assert [r["checkpoint_path"] for r in replayed] == [str(tmp_path / "smoke" / f"step_00000{s}") for s in (10, 20)]
-
-
-class _Recorder(ray.train.UserCallback):
-    """Appends every report's metrics to a file (Train's callbacks run in its controller actor)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_report(self, run_context, metrics, checkpoint):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics[0]) + "\n")
+    assert best_checkpoint(result, "fd_lenet500")[1]["fd_lenet500"] == min(df["fd_lenet500"])
+    # one real-statistics computation for the run, in the run's storage
+    assert len(storage.list_dir(str(tmp_path / "stats"))) == 1
 
 
 def _equivalence_loop(config):
@@ -117,12 +102,12 @@ def test_two_workers_equal_one_worker_with_twice_the_batch(ray_session, ring8_di
 
 
 @pytest.mark.timeout(400)
-def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir, tmp_path, monkeypatch):
+def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir, tmp_path):
     marker = tmp_path / "fault-raised"
-    monkeypatch.setenv(FAULT_STEP_ENV, "15")
-    monkeypatch.setenv(FAULT_MARKER_ENV, str(marker))
-    cfg = _smoke(**{"train.steps": 30, "scaling.max_failures": 1})
-    result = build_trainer(cfg, mnist_dir, str(tmp_path), "fault").fit()
+    cfg = _smoke(**{"train.steps": 30})
+    assert cfg.scaling.max_failures >= 1  # the default: a run survives a worker's death
+    spec = _spec(cfg, mnist_dir, tmp_path, fault={"step": 15, "marker": str(marker)})
+    result = build_trainer(spec, str(tmp_path), "fault").fit()
     assert result.error is None and marker.read_text() == "raised"
     assert sorted(result.metrics_dataframe["step"].tolist()) == [10, 20, 30]
     state, _, _ = checkpoint.load(result.checkpoint.path)
@@ -130,14 +115,15 @@ def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir
 
 
 def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_path):
+    cap = cluster.capacity()
+    assert not cap.autoscaling  # a local instance cannot grow
     with pytest.raises(ConfigError, match=r"^scaling.num_workers: 8 workers x 0.5 CPU need 4 CPUs, Ray has 2$"):
-        check_resources(_smoke(**{"scaling.num_workers": 8}))
+        cluster.check_fits(_smoke(**{"scaling.num_workers": 8}), cap)
     with pytest.raises(ConfigError, match="no GPU"):
-        check_resources(_smoke(**{"scaling.use_gpu": True}))
-    with pytest.raises(ConfigError, match="--storage /proc/distgan: cannot write there"):
-        check_storage("/proc/distgan")
-    assert check_storage("s3://bucket/runs") == "s3://bucket/runs"
-    assert check_storage(str(tmp_path / "new")) == str(tmp_path / "new")
+        cluster.check_fits(_smoke(**{"scaling.use_gpu": True}), cap)
+    with pytest.raises(storage.StorageError, match="--storage /proc/distgan: cannot write there"):
+        storage.check_writable("/proc/distgan", "--storage")
+    assert storage.check_writable(str(tmp_path / "new"), "--storage") == str(tmp_path / "new")
 
 
 @pytest.mark.timeout(300)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from distgan import jobs, tracking
+from distgan import jobs, server, tracking
 from distgan.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def _alive_nodes(address: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(s3):
     """Ray 2.60 turns token authentication on by default: the nodes and the client processes
     share the token in ~/.ray/auth_token (generated here if none exists). No other Ray may
     run meanwhile: Train's clean-up actors find Ray instances by looking for them on the
@@ -74,7 +74,7 @@ def two_nodes():
     if not (Path.home() / ".ray" / "auth_token").is_file():
         subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], check=True,
                        capture_output=True)
-    free = tracking.free_port
+    free = server.free_port
     gcs, dash = free(), free()
     temp = Path(f"/tmp/dg-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
     env = {**_client_env(), "RAY_ADDRESS": ""}
@@ -98,29 +98,35 @@ def two_nodes():
         for proc in reversed(nodes):
             _stop(proc)
         shutil.rmtree(temp, ignore_errors=True)
+        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # no later ray.init may join the dead head
 
 
 def _submitted(out: str) -> str:
     job_id = out.split()[1]
-    assert job_id.startswith("raysubmit_") and "distgan jobs logs" in out, out
+    assert job_id.startswith("raysubmit_"), out
     return job_id
 
 
 @pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(900)
-def test_submitted_tuning_job_runs_on_both_nodes_and_is_tracked(two_nodes, mlflow_server, tmp_path):
+def test_submitted_tuning_job_runs_on_both_nodes_with_object_storage_and_is_tracked(two_nodes, mlflow_server, s3):
+    """The nodes share nothing but the bucket: checkpoints, data, statistics all live there."""
     address, node_ids = two_nodes
     tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "1",
             "--workers-per-trial", "2", "--scheduler", "none", "--name", "sjob", "--experiment", "submit-test",
-            "--set", "scaling.placement_strategy=SPREAD", "--shared-storage"]
+            "--set", "scaling.placement_strategy=SPREAD"]
     r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--mlflow-uri", mlflow_server,
-             "--storage", str(tmp_path / "store"), "--", *tune)
+             "--storage", s3.uri("submit"), "--", *tune)
     assert r.returncode == 0, r.stderr
     job_id = _submitted(r.stdout)
     r = _cli("jobs", "status", job_id, "--address", address, "--wait", "600", timeout=700)
-    if r.stdout.strip().splitlines()[-1] != "SUCCEEDED":
+    if r.returncode != 0 or r.stdout.strip().splitlines()[-1] != "SUCCEEDED":
         pytest.fail(_cli("jobs", "logs", job_id, "--address", address).stdout[-4000:])
+    from distgan import storage
+
+    job_dir = s3.uri("submit", "sjob")
+    assert storage.exists(storage.join(job_dir, "trials.csv")) and storage.list_dir(storage.join(job_dir, "stats"))
 
     c = MlflowClient(mlflow_server)
     exp = c.get_experiment_by_name("submit-test").experiment_id
@@ -136,24 +142,27 @@ def test_submitted_tuning_job_runs_on_both_nodes_and_is_tracked(two_nodes, mlflo
 @pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
-def test_a_job_that_fails_on_the_cluster_shows_failed_and_its_error(two_nodes, tmp_path):
+def test_a_job_that_fails_on_the_cluster_exits_1_like_ray_job(two_nodes, tmp_path):
     address, _ = two_nodes
     # a local storage path on a two-node cluster, not marked shared: refused on the cluster
     tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "1",
             "--storage", str(tmp_path / "local"), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
-    r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--", *tune)
-    assert r.returncode == 0, r.stderr
+    r = _cli("submit", "--address", address, "--working-dir", str(REPO), "--follow", "--", *tune, timeout=280)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # --follow streams the logs, then the verdict
+    assert "a local path on a 2-node cluster" in r.stdout and r.stderr.strip().endswith("FAILED")
     job_id = _submitted(r.stdout)
-    r = _cli("jobs", "status", job_id, "--address", address, "--wait", "240", timeout=300)
-    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "FAILED"
-    r = _cli("jobs", "logs", job_id, "--address", address)
-    assert r.returncode == 0 and "a local path on a 2-node cluster" in r.stdout
-    r = _cli("jobs", "list", "--address", address)
-    assert job_id in r.stdout and "FAILED" in r.stdout
+    r = _cli("jobs", "status", job_id, "--address", address)
+    assert r.returncode == 1 and r.stdout.strip().splitlines()[-1] == "FAILED"
+    # $RAY_ADDRESS / $RAY_API_SERVER_ADDRESS pointing elsewhere do not redirect --address
+    dead = f"http://127.0.0.1:{server.free_port()}"
+    env = {**_client_env(), "RAY_ADDRESS": dead, "RAY_API_SERVER_ADDRESS": dead}
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", "jobs", "list", "--address", address], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and job_id in r.stdout and "FAILED" in r.stdout, r.stderr
 
 
 def test_unreachable_address_fails_fast_with_one_line(capsys):
-    port = tracking.free_port()  # nothing listens there
+    port = server.free_port()  # nothing listens there
     t0 = time.monotonic()
     assert main(["jobs", "status", "raysubmit_x", "--address", f"http://127.0.0.1:{port}"]) == 2
     assert time.monotonic() - t0 < 15
@@ -171,3 +180,16 @@ def test_working_dir_over_the_upload_limit_is_refused_before_upload(tmp_path, mo
     args = ["submit", "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path), "--", "tune"]
     assert main(args) == 2
     assert "over Ray's 0 MiB limit" in capsys.readouterr().err
+
+
+def test_secrets_never_travel_in_the_runtime_env(tmp_path, capsys):
+    for pair in ("AWS_SECRET_ACCESS_KEY=abc", "MLFLOW_TRACKING_PASSWORD=pw", "HF_TOKEN=t",
+                 "DB=postgresql://user:pw@db:5432/x"):
+        assert main(["submit", "--address", "http://127.0.0.1:9", "--env", pair, "--", "tune"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "secret store" in err and pair.split("=")[0] in err
+    (tmp_path / "distgan").mkdir()
+    for secret in (".env", "id.pem", ".aws/credentials", ".ssh/id_rsa"):
+        (tmp_path / secret).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / secret).write_bytes(b"x" * 1000)
+    assert jobs.upload_size(tmp_path) == 0  # none of them is packaged

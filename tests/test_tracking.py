@@ -1,11 +1,16 @@
 """MLflow tracking, promotion and sampling against a real `mlflow server` over HTTP, with
 a real tuning job on a real local Ray."""
 
+import contextlib
+import io
 import math
+import sys
+from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
 import pytest
+import ray.cloudpickle as cloudpickle
 import torch
 import yaml
 from mlflow import MlflowClient
@@ -16,8 +21,7 @@ from distgan.cli import main
 
 pytestmark = pytest.mark.slow
 
-SPACE = {"metric": "fid", "mode": "min",
-         "params": {"optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 1e-3},
+SPACE = {"params": {"optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 1e-3},
                     "train.n_d": {"dist": "choice", "values": [1, 2]}}}
 
 
@@ -29,14 +33,24 @@ def tuned(ray_session, mlflow_server, tmp_path_factory):
     space.write_text(yaml.safe_dump(SPACE))
     args = ["tune", "--preset", "mnist_smoke", "--space", str(space), "--trials", "2", "--workers-per-trial", "2",
             "--storage", str(tmp), "--name", "mjob", "--scheduler", "none", "--mlflow-uri", mlflow_server,
-            "--experiment", "itest"]
-    assert main(args) == 0
+            "--experiment", "itest", "--set", "eval.metrics=[fd, modes, kd, prdc]"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # not a terminal: the live table comes as plain lines
+        assert main(args) == 0
     c = MlflowClient(mlflow_server)
-    return c, c.get_experiment_by_name("itest").experiment_id
+    return c, c.get_experiment_by_name("itest").experiment_id, out.getvalue()
+
+
+def test_the_live_table_prints_plain_lines_when_not_a_terminal(tuned):
+    out = tuned[2]
+    assert "\x1b[" not in out
+    tables = [line for line in out.splitlines() if line.startswith("trial ") and "best fd_lenet500" in line]
+    assert len(tables) >= 2  # printed as the trials started and ended, not only at the end
+    assert "mjob: 2 of 2 trials ended, 4 of 4 evaluations, ETA 0 s" in out
 
 
 def test_job_has_one_parent_and_a_child_per_trial_with_histories_and_images(tuned):
-    c, exp = tuned
+    c, exp, _ = tuned
     parents = c.search_runs([exp], f"tags.`{tracking.KIND}` = 'tuning-job' and tags.`{tracking.JOB}` = 'mjob'")
     assert len(parents) == 1
     parent = parents[0]
@@ -46,21 +60,24 @@ def test_job_has_one_parent_and_a_child_per_trial_with_histories_and_images(tune
     assert len(children) == 2 and len({r.data.tags[tracking.TRIAL] for r in children}) == 2
     for run in children:
         assert run.info.status == "FINISHED" and run.data.tags[tracking.PARENT] == parent.info.run_id
-        history = c.get_metric_history(run.info.run_id, "fid500")
+        history = c.get_metric_history(run.info.run_id, "fd_lenet500")
         assert [m.step for m in history] == [10, 20] and all(math.isfinite(m.value) for m in history)
         assert 1e-4 <= float(run.data.params["optim.lr_g"]) <= 1e-3
-        for key in ("d_real", "d_fake", "loss_d", "loss_g", "img_per_s", "classes_covered", "kid500", "precision", "recall"):
+        for key in ("d_real", "d_fake", "loss_d", "loss_g", "img_per_s", "eval_s", "classes_covered", "kd_lenet500",
+                    "precision_lenet500", "recall_lenet500"):
             assert len(c.get_metric_history(run.info.run_id, key)) == 2, key
+        assert not any(k.startswith(("fid", "kid")) for k in run.data.metrics)  # LeNet features, not Inception
         images = [a.path for a in c.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
         assert len(images) == 2 and any("step+20" in p for p in images)
-        assert run.data.tags["best_checkpoint"] and run.data.metrics["best_fid"] == min(m.value for m in history)
-    assert parent.data.metrics["best_fid"] == min(r.data.metrics["best_fid"] for r in children)
+        assert run.data.tags["best_checkpoint"] and run.data.metrics["fd_best"] == min(m.value for m in history)
+    assert parent.data.metrics["fd_best"] == min(r.data.metrics["fd_best"] for r in children)
+    assert parent.data.tags[tracking.DISTANCE] == "fd_lenet500"
     artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "fid_curves.png"} <= artifacts
 
 
 def test_promote_registers_once_and_the_champion_samples(tuned, mlflow_server, tmp_path, capsys):
-    c, exp = tuned
+    c, exp, _ = tuned
     promote = ["promote", "--mlflow-uri", mlflow_server, "--experiment", "itest", "--eval-n", "1000"]
     assert main(promote) == 0
     assert "registered as new version 1" in capsys.readouterr().out
@@ -69,7 +86,8 @@ def test_promote_registers_once_and_the_champion_samples(tuned, mlflow_server, t
     versions = c.search_model_versions("name = 'distgan-generator'")
     assert len(versions) == 1
     v = c.get_model_version_by_alias("distgan-generator", "champion")
-    assert v.version == "1" and float(v.tags["fid1k"]) > 0 and v.tags["detector"] == "lenet-mnist"
+    assert v.version == "1" and float(v.tags["fd_lenet1k"]) > 0 and v.tags["detector"] == "lenet-mnist"
+    assert v.tags["promoted_metric"] == "fd_lenet1k" and "fid1k" not in v.tags
     assert v.tags["trial_id"] and v.tags["parent_run_id"] and len(v.tags["checkpoint_sha256"]) == 64
     mlflow.set_tracking_uri(mlflow_server)
     G = mlflow.pytorch.load_model("models:/distgan-generator@champion")
@@ -95,11 +113,11 @@ def test_promoting_a_job_without_a_finite_fid_fails_cleanly(mlflow_server, capsy
     exp = c.create_experiment("empty-job")
     parent = c.create_run(exp, tags={tracking.KIND: "tuning-job", tracking.JOB: "empty"}).info.run_id
     child = c.create_run(exp, tags={tracking.PARENT: parent, tracking.TRIAL: "t0"}).info.run_id
-    c.log_metric(child, "best_fid", 1e4)  # a diverged trial's stand-in FID
+    c.log_metric(child, "fd_best", 1e4)  # a diverged trial's stand-in distance
     assert main(["promote", "--mlflow-uri", mlflow_server, "--experiment", "empty-job",
                  "--model-name", "distgan-generator-empty"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "no trial with a finite FID" in err
+    assert err.count("\n") == 0 and "no trial with a finite distance" in err
     assert not c.search_registered_models("name = 'distgan-generator-empty'")
 
 
@@ -114,6 +132,52 @@ def test_plain_train_logs_one_run_and_resume_continues_it(mlflow_server, mnist_d
     assert len(runs) == 1  # the resume continued the run
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags[tracking.RUN_DIR] == str(out.resolve())
-    assert [m.step for m in c.get_metric_history(run.info.run_id, "fid500")] == [10, 20]
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "fd_lenet500")] == [10, 20]
     assert run.data.params["train.batch_size"] == "32"
     assert len([a for a in c.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]) == 2
+
+
+MARKER = Path("/tmp/distgan-code-ran")
+
+
+class Booby(torch.nn.Module):
+    """A model whose unpickling writes a marker file: loading it would run its author's code."""
+
+    def forward(self, x):
+        return x
+
+    def __setstate__(self, state):
+        MARKER.write_text("ran")
+        super().__setstate__(state)
+
+
+def test_a_pickled_model_is_refused_and_runs_nothing(mlflow_server, tmp_path, capsys):
+    MARKER.unlink(missing_ok=True)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # by value: the class travels in the pickle
+    mlflow.set_tracking_uri(mlflow_server)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(Booby(), name="m", serialization_format="pickle", registered_model_name="pickled")
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--mlflow-uri", mlflow_server, "--model", "models:/pickled/1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not in the pt2 format" in err and "refused" in err
+    assert not MARKER.exists() and not out.exists()
+
+
+def test_a_model_with_a_code_folder_is_refused_and_runs_nothing(mlflow_server, tmp_path, capsys):
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "booby_trap.py"
+    evil.write_text(f"from pathlib import Path\nPath({str(MARKER)!r}).write_text('ran')\n")
+    mlflow.set_tracking_uri(mlflow_server)
+    example = torch.zeros(2, 3)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(torch.nn.Identity(), name="m", serialization_format="pt2", input_example=example.numpy(),
+                                 code_paths=[str(evil)], registered_model_name="with-code")
+    before = list(sys.path)
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--mlflow-uri", mlflow_server, "--model", "models:/with-code/1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "code/ folder" in err and "refused" in err
+    assert sys.path == before  # its code folder never reached the import path
+    import importlib.util
+    assert importlib.util.find_spec("booby_trap") is None and not MARKER.exists()

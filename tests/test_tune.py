@@ -1,4 +1,5 @@
-"""Tuning on a real local Ray with real Optuna: sampling, ASHA, stoppers, errors, resume."""
+"""Tuning on a real local Ray with real Optuna: sampling, ASHA, stoppers, errors, the live
+table and the study on disk, Ctrl-C and resume, exit codes."""
 
 import json
 import math
@@ -10,30 +11,31 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
-
 from mlflow import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-from distgan import presets, tracking
+from distgan import cluster, presets, sweep, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
-from distgan.loop import EVALS
 from distgan.report import trial_rows
-from distgan.tune import JOB_FILE, load_space, max_concurrent_trials
+from distgan.trial import EVALS
+from distgan.tuning import JOB_FILE, STUDY_FILE
 
 pytestmark = pytest.mark.slow
 
 # ring8 trials short enough for CI: 4 evaluations of 100 steps each
-BASE_SETS = ["train.steps=400", "train.eval_every=100", "data.num_points=8000", "stop.saturation_evals=0"]
+BASE_SETS = ["data.num_points=8000", "stop.saturation_evals=0"]
 GOOD = {"optim.lr_g": 1.0e-3, "optim.lr_d": 1.0e-3, "loss.kind": "ns", "train.batch_size": 128}
 SLOW = {"optim.lr_g": 1.0e-6, "optim.lr_d": 1.0e-6, "loss.kind": "ns", "train.batch_size": 128}
 DIVERGING = {"optim.lr_g": 50.0, "optim.lr_d": 50.0, "loss.kind": "wgan-gp", "train.batch_size": 128}
 # a batch larger than a worker's shard of the 8,000 points: the trial fails with an error
 CRASHING = {"optim.lr_g": 2.0e-3, "optim.lr_d": 2.0e-3, "loss.kind": "ns", "train.batch_size": 20000}
 SPACE = {
-    "metric": "fid", "mode": "min",
     "params": {
         "optim.lr_g": {"dist": "loguniform", "low": 1.0e-6, "high": 100.0},
         "optim.lr_d": {"dist": "loguniform", "low": 1.0e-6, "high": 100.0},
@@ -42,18 +44,20 @@ SPACE = {
         "train.batch_size": {"dist": "choice", "values": [128, 20000]},
     },
 }
+# the whole sweep in the file: the command line gives no trial count, steps or scheduler
+BUDGET = {"budget": {"trials": 5, "steps": 400, "eval_every": 100},
+          "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2}}
 
 
-def _space(tmp_path, start):
+def _space(tmp_path, start, **extra):
     p = tmp_path / "space.yaml"
-    p.write_text(yaml.safe_dump({**SPACE, "start": start}))
+    p.write_text(yaml.safe_dump({**SPACE, "start": start, **extra}))
     return p
 
 
-def _tune_args(space, storage, name, trials, mlflow_uri, experiment):
-    args = ["tune", "--preset", "ring8", "--space", str(space), "--trials", str(trials), "--workers-per-trial", "2",
-            "--storage", str(storage), "--name", name, "--grace-period", "1", "--reduction-factor", "2",
-            "--mlflow-uri", mlflow_uri, "--experiment", experiment]
+def _tune_args(space, storage, name, mlflow_uri, experiment, *extra):
+    args = ["tune", "--preset", "ring8", "--space", str(space), "--workers-per-trial", "2", "--storage", str(storage),
+            "--name", name, "--mlflow-uri", mlflow_uri, "--experiment", experiment, *extra]
     for s in BASE_SETS:
         args += ["--set", s]
     return args
@@ -61,11 +65,11 @@ def _tune_args(space, storage, name, trials, mlflow_uri, experiment):
 
 @pytest.mark.timeout(900)
 def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlflow_server, tmp_path, capsys):
-    space = _space(tmp_path, [GOOD, SLOW, DIVERGING, CRASHING])
-    assert main(_tune_args(space, tmp_path, "job", 5, mlflow_server, "tune-five")) == 0
+    space = _space(tmp_path, [GOOD, SLOW, DIVERGING, CRASHING], **BUDGET)
+    assert main(_tune_args(space, tmp_path, "job", mlflow_server, "tune-five")) == 0
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "job" / "trials.csv")
-    assert len(table) == 5
+    assert len(table) == 5  # the file's budget
     by_lr = {round(row["optim.lr_g"], 9): row for _, row in table.iterrows()}
     good, slow, diverging = by_lr[1.0e-3], by_lr[1.0e-6], by_lr[50.0]
     crashed = table[table["stop_reason"] == "error"]
@@ -73,8 +77,8 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     assert all(Path(f).is_file() for f in crashed["error_file"])
     assert "rows: more than this worker's shard holds" in Path(crashed["error_file"].iloc[0]).read_text()
     assert diverging["stop_reason"] == "diverged" and diverging["evals"] == 1
-    assert good["evals"] == 4 and math.isfinite(good["best_fid"])
-    # ASHA stopped the slow-learning trial at a rung, before its budget of 4 evaluations
+    assert good["evals"] == 4 and math.isfinite(good["best"])  # the file's steps / eval_every
+    # ASHA (the file's scheduler) stopped the slow-learning trial at a rung, before its budget
     assert slow["stop_reason"] == "scheduler" and slow["evals"] < 4
     starts = (1e-3, 1e-6, 50.0, 2e-3)
     (row,) = [r for _, r in table.iterrows() if round(r["optim.lr_g"], 9) not in starts]
@@ -82,26 +86,40 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     assert 1e-6 <= row["optim.lr_g"] <= 100 and 1e-6 <= row["optim.lr_d"] <= 100
     assert row["loss.kind"] in ("ns", "hinge", "wgan-gp")
     assert (row["loss.kind"] == "wgan-gp") == (not pd.isna(row["loss.gp_weight"]))
-    assert table["best_fid"].iloc[0] == table["best_fid"].min()  # sorted by best FID
-    for png in ("fid_curves.png", "param_importances.png", "parallel_coordinates.png"):
+    assert table["best"].iloc[0] == table["best"].min()  # sorted by best distance
+    assert str(good["checkpoint"]).startswith(str(tmp_path / "job" / "train"))
+    for png in ("fd_curves.png", "param_importances.png", "parallel_coordinates.png"):
         assert (tmp_path / "job" / png).read_bytes()[:4] == b"\x89PNG"
-    assert "best fid2k" in out and "diverged" in out
+    assert "best fd_coords2k" in out and "diverged" in out and "fid2k" not in out  # coordinates, not Inception
+    # the live table, as plain lines (not a terminal), during the job: a trial still running, an ETA
+    assert any(" RUNNING " in line for line in out.splitlines()) and "evaluations, ETA" in out
+    # the study lives on disk: optuna (and optuna-dashboard) open it after the job
+    study = optuna.load_study(study_name="job", storage=JournalStorage(JournalFileBackend(
+        str(tmp_path / "job" / STUDY_FILE))))
+    assert len(study.trials) == 5 and study.best_value == pytest.approx(table["best"].min())
+    # `distgan tune status` reads the same table from the job's storage
+    assert main(["tune", "status", str(tmp_path / "job")]) == 0
+    status = capsys.readouterr().out
+    assert "TERMINATED" in status and "ERROR" in status and "5 of 5 trials ended" in status
     # each trial's MLflow child run ended as the trial really did
-    runs = _child_runs(mlflow_server, "tune-five")
+    runs, parent = _child_runs(mlflow_server, "tune-five")
     assert len(runs) == 5
+    assert parent.data.params["scheduler"] == "asha" and parent.data.params["trials"] == "5"
+    assert parent.data.tags[tracking.STUDY].endswith(STUDY_FILE)
     status = {round(float(r.data.params["optim.lr_g"]), 9): r for r in runs}
     assert status[1e-6].info.status == "KILLED" and status[1e-6].data.tags["stop_reason"] == "scheduler"
     assert status[2e-3].info.status == "FAILED" and status[2e-3].data.tags["stop_reason"] == "error"
     assert status[50.0].info.status == "FINISHED" and status[50.0].data.tags["stop_reason"] == "diverged"
     assert status[1e-3].info.status == "FINISHED" and status[1e-3].data.tags["stop_reason"] == "completed"
+    assert status[1e-3].data.params["train.steps"] == "400"
 
 
-def _child_runs(uri: str, experiment: str) -> list:
+def _child_runs(uri: str, experiment: str) -> tuple[list, object]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment).experiment_id
     (parent,) = c.search_runs([exp], f"tags.`{tracking.KIND}` = 'tuning-job'")
     assert parent.info.status == "FINISHED"
-    return tracking.child_runs(c, exp, parent.info.run_id)
+    return tracking.child_runs(c, exp, parent.info.run_id), parent
 
 
 def _reported(exp: Path) -> dict[str, list[tuple]]:
@@ -114,11 +132,11 @@ def _reported(exp: Path) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.timeout(900)
-def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
-    space = _space(tmp_path, [GOOD, GOOD])
+def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
+    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 400, "eval_every": 100})
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", 2, mlflow_server, "tune-resume")]
-    cmd[cmd.index("--grace-period") + 1] = "4"  # no early stopping: every trial runs its budget
+    cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", mlflow_server, "tune-resume",
+                                                             "--trials", "2", "--scheduler", "none")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp = tmp_path / "job"
     deadline = time.time() + 600
@@ -128,6 +146,7 @@ def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, 
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
     assert "resume with  distgan tune --resume" in out, out[-3000:]
     first = {name: rows for name, rows in _reported(exp).items() if len(rows) == 4}
     assert len(first) == 1, _reported(exp)  # one trial finished, the other was cut off and must continue
@@ -138,12 +157,23 @@ def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, 
     assert len(table) == 2 and (table["evals"] == 4).all()
     for name, rows in first.items():  # finished trials were not run again
         assert _reported(exp)[name] == rows
-    runs = _child_runs(mlflow_server, "tune-resume")  # one parent (asserted inside), continued
+    runs, _ = _child_runs(mlflow_server, "tune-resume")  # one parent (asserted inside), continued
     assert len(runs) == 2 and len({r.data.tags[tracking.TRIAL] for r in runs}) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
-    for r in runs:  # an interrupted trial continued its own run: one FID per evaluation, no repeats
-        steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(r.info.run_id, "fid2k")]
+    for run in runs:  # an interrupted trial continued its own run: one distance per evaluation, no repeats
+        steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "fd_coords2k")]
         assert len(steps) == len(set(steps)) == 4
+    # the resumed job continued its study on disk
+    study = optuna.load_study(study_name="job", storage=JournalStorage(JournalFileBackend(str(exp / STUDY_FILE))))
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.timeout(600)
+def test_a_job_whose_every_trial_fails_exits_1(ray_session, mlflow_server, tmp_path, capsys):
+    space = _space(tmp_path, [CRASHING], budget={"trials": 1, "steps": 200, "eval_every": 100})
+    assert main(_tune_args(space, tmp_path, "failing", mlflow_server, "tune-fail", "--scheduler", "none")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("distgan: failed: every one of the 1 trials failed")
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -154,38 +184,52 @@ def test_interrupted_job_resumes_without_rerunning_finished_trials(ray_session, 
      "condition on a missing key 'loss.kindd'"),
     ({"params": {"train.n_d": {"dist": "choice", "values": [0, 1]}}}, "train.n_d: 0 is invalid"),
     ({"params": {}}, "the space is empty"),
+    ({"metric": "fid", "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "metric: not a setting"),
+    ({"budget": {"trials": 0}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "budget.trials: 0 is invalid"),
+    ({"budget": {"epochs": 3}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "budget.epochs: unknown key"),
+    ({"scheduler": {"kind": "bohb"}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "scheduler 'bohb'"),
+    ({"scheduler": {"kind": "pbt", "quantile_fraction": 0.9}, "params": {"train.n_d": {"dist": "choice",
+      "values": [1]}}}, "scheduler.quantile_fraction: 0.9 is invalid"),
 ])
 def test_bad_spaces_fail_before_ray_with_one_line(tmp_path, edit, message):
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump({"metric": "fid", "mode": "min", **edit}))
+    p.write_text(yaml.safe_dump(edit))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_space(p, presets.ring8())
+        sweep.load(p, presets.ring8())
 
 
 def test_bad_cli_input_exits_2_before_ray_starts(tmp_path, capsys):
     assert main(["tune", "--preset", "ring8", "--space", "tune_spaces/ring8.yaml", "--trials", "0"]) == 2
-    assert "--trials 0" in capsys.readouterr().err
+    assert "--trials" in capsys.readouterr().err
     assert main(["tune", "--resume", str(tmp_path)]) == 2
     assert f"{JOB_FILE} missing" in capsys.readouterr().err
 
 
 def test_shipped_spaces_validate_and_concurrency_follows_resources():
-    for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8")):
-        space = load_space(f"tune_spaces/{name}.yaml", presets.get(preset))
-        assert space.params
+    for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8"), ("demo", "mnist")):
+        assert sweep.load(f"tune_spaces/{name}.yaml", presets.get(preset)).params
     cfg = presets.mnist().with_overrides({"scaling.num_workers": 2})
-    assert max_concurrent_trials(cfg, {"CPU": 2}) == 1  # one CPU stays free for Ray Data
-    assert max_concurrent_trials(cfg, {"CPU": 9}) == 4
+    fixed = lambda have: cluster.Capacity(have, None, False)  # noqa: E731
+    assert cluster.concurrency(cfg, fixed({"CPU": 2}), 16) == 1  # one CPU stays free for Ray Data
+    assert cluster.concurrency(cfg, fixed({"CPU": 9}), 16) == 4
+    assert cluster.concurrency(cfg, fixed({"CPU": 2}), 16, shared_data=True) == 2  # data read once by the job
     gpu = cfg.with_overrides({"scaling.use_gpu": True, "scaling.gpus_per_worker": 1.0})
-    assert max_concurrent_trials(gpu, {"CPU": 64, "GPU": 8}) == 4
+    assert cluster.concurrency(gpu, fixed({"CPU": 64, "GPU": 8}), 16) == 4
+    # an autoscaling cluster is sized by what it can grow to, not by what is up now
+    growing = cluster.Capacity({"CPU": 0}, {"CPU": 64, "GPU": 16}, True)
+    assert cluster.concurrency(gpu, growing, 16) == 8
+    assert cluster.concurrency(gpu, cluster.Capacity({"CPU": 0}, None, True), 16) == 16  # max unknown: Tune queues
 
 
 def test_trial_table_counts_a_replayed_evaluation_once():
-    """A resumed trial reports its evaluations again (worker.replay); Tune keeps both copies."""
-    df = pd.DataFrame({"step": [100, 200, 100, 200, 300], EVALS: [1, 2, 1, 2, 3], "fid2k": [5.0, 3.0, 5.0, 3.0, 4.0],
-                       "stop_reason": [""] * 5, "checkpoint_path": ["c1", "c2", "c1", "c2", "c3"]})
-    result = SimpleNamespace(metrics_dataframe=df, error=None, metrics={"trial_id": "t1"}, path="/x/trial_driver_t1",
-                             config={"optim.lr_g": 1e-3})
-    [row] = trial_rows([result], "fid2k", max_evals=3)
+    """A resumed trial reports its evaluations again (trial.replay); Tune keeps both copies."""
+    df = pd.DataFrame({"step": [100, 200, 100, 200, 300], EVALS: [1, 2, 1, 2, 3], "fd_lenet2k": [5.0, 3.0, 5.0, 3.0, 4.0],
+                       "stop_reason": [""] * 5, "checkpoint_uri": ["c1", "c2", "c1", "c2", "c3"],
+                       "trial_id": ["t1"] * 5, "run_name": ["trial-t1"] * 5})
+    result = SimpleNamespace(metrics_dataframe=df, error=None, metrics={"trial_id": "donor"},
+                             path="/x/trial_driver_t1", config={"optim.lr_g": 1e-3})
+    [row] = trial_rows([result], "fd_lenet2k", max_evals=3, experiment_dir="s3://b/job")
     assert row["curve"] == [[100, 5.0], [200, 3.0], [300, 4.0]]
     assert (row["evals"], row["best_step"], row["checkpoint"], row["stop_reason"]) == (3, 200, "c2", "completed")
+    assert row["trial_id"] == "t1"  # Tune's own column, not a PBT donor's last result
+    assert row["spools"] == ["s3://b/job/train/trial-t1/mlflow_spool"]

@@ -1,0 +1,119 @@
+"""A tuning job submitted to a cluster that starts with no CPU for work, under Ray's own
+autoscaler (the fake_multinode provider: its "nodes" are local processes): the job is not
+refused, the autoscaler adds nodes, the job succeeds, and the nodes go once idle."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distgan import server, storage
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER_CPUS = 2
+
+
+def _config(gcs: str) -> dict:
+    """The fake provider's cluster config (ray's fake_multi_node/example.yaml, which the wheel
+    does not ship): a head with 0 CPUs for work, one worker type from 0 to 2 nodes."""
+    return {"cluster_name": "fake-autoscaling", "max_workers": 2,
+            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": gcs},
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                "cpu_worker": {"resources": {"CPU": WORKER_CPUS}, "node_config": {}, "min_workers": 0,
+                               "max_workers": 2}},
+            "head_node_type": "ray.head.default", "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.2,
+            "docker": {}, "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+            "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+            "rsync_exclude": [], "rsync_filter": []}
+
+
+def _env() -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+            "RAY_ADDRESS": "", "RAY_API_SERVER_ADDRESS": ""}
+
+
+def _worker_cpus(address: str) -> float:
+    """CPUs the alive worker nodes hold (the head holds none), from the State API."""
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", "nodes", "--address", address, "--format",
+                          "json", "--detail"], env=_env(), capture_output=True, text=True, timeout=60, check=False)
+    try:
+        nodes = json.loads(out.stdout)
+    except ValueError:
+        return -1.0
+    return sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes if n["state"] == "ALIVE")
+
+
+@pytest.fixture(scope="module")
+def autoscaling_head(s3, tmp_path_factory):
+    """`ray start --head --autoscaling-config` in a process group of its own: the autoscaler
+    (and the fake nodes it launches) live inside it, so stopping the group stops them all."""
+    import ray
+
+    if ray.is_initialized():  # one Ray per machine: Train's clean-up actors look for Ray on it
+        ray.shutdown()
+    if not (Path.home() / ".ray" / "auth_token").is_file():
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], check=True,
+                       capture_output=True)
+    tmp = tmp_path_factory.mktemp("autoscaling")
+    gcs, dash = server.free_port(), server.free_port()
+    config = tmp / "cluster.json"
+    config.write_text(json.dumps(_config(f"127.0.0.1:{gcs}")))
+    temp = Path(f"/tmp/dga-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**_env(), "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--disable-usage-stats", f"--autoscaling-config={config}", "--num-cpus=0",
+                             f"--port={gcs}", "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}",
+                             "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp}",
+                             f"--ray-client-server-port={server.free_port()}",
+                             f"--dashboard-agent-listen-port={server.free_port()}",
+                             f"--runtime-env-agent-port={server.free_port()}",
+                             f"--metrics-export-port={server.free_port()}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _worker_cpus(address) < 0:
+            time.sleep(1)
+        assert _worker_cpus(address) == 0, "the head did not start (or holds CPUs)"
+        yield address
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.timeout(900)
+def test_a_job_on_a_cluster_at_zero_nodes_scales_it_up_and_back(autoscaling_head, mlflow_server, s3):
+    address = autoscaling_head
+    tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "2",
+            "--workers", "1", "--scheduler", "none", "--name", "scaled", "--experiment", "autoscaling"]
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", "submit", "--address", address, "--working-dir", str(REPO),
+                        "--mlflow-uri", mlflow_server, "--storage", s3.uri("autoscaling"), "--follow", "--", *tune],
+                       env=_env(), capture_output=True, text=True, timeout=800)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    # not refused for resources the autoscaler could add: it waited for them, one line
+    assert "waiting for the autoscaler: a trial needs" in r.stdout and "nodes are up" in r.stdout
+    assert "SUCCEEDED" in r.stdout
+    assert storage.exists(storage.join(s3.uri("autoscaling", "scaled"), "trials.csv"))
+    # the nodes the job asked for go once idle: the cluster is back at 0 CPUs for work
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and _worker_cpus(address) > 0:
+        time.sleep(2)
+    assert _worker_cpus(address) == 0

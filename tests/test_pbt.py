@@ -1,0 +1,102 @@
+"""Population-based training on a real local Ray: exploits that continue another trial's
+state (the step goes on), their lineage in MLflow and storage, and a job killed with SIGKILL
+that resumes to the end, with its MLflow server gone with it and every run closed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from distgan import checkpoint, server, tracking
+from distgan.trial import LINEAGE_DIR
+
+pytestmark = pytest.mark.slow
+
+SPACE = {
+    "params": {
+        "optim.lr_g": {"dist": "loguniform", "low": 1.0e-6, "high": 3.0e-3},
+        "optim.lr_d": {"dist": "loguniform", "low": 1.0e-6, "high": 3.0e-3},
+        "train.n_d": {"dist": "choice", "values": [1, 2]},
+    },
+    # two poor starts, so the better half has someone to lend its state to
+    "start": [{"optim.lr_g": 1.0e-6, "optim.lr_d": 1.0e-6, "train.n_d": 1},
+              {"optim.lr_g": 2.0e-6, "optim.lr_d": 1.0e-6, "train.n_d": 1},
+              {"optim.lr_g": 1.0e-3, "optim.lr_d": 1.0e-3, "train.n_d": 1},
+              {"optim.lr_g": 1.5e-3, "optim.lr_d": 1.0e-3, "train.n_d": 2}],
+    "budget": {"trials": 4, "steps": 400, "eval_every": 100},
+    "scheduler": {"kind": "pbt", "perturbation_interval": 1},
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(1200)
+def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_path):
+    space = tmp_path / "pbt.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    db = tmp_path / "mlflow" / "mlflow.db"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    cmd = [sys.executable, "-m", "distgan.cli", "tune", "--preset", "ring8", "--space", str(space), "--workers", "1",
+           "--storage", str(tmp_path), "--name", "pbt", "--mlflow-uri", f"sqlite:///{db}", "--experiment", "pbt",
+           "--set", "data.num_points=8000", "--set", "stop.saturation_evals=0"]
+    exp = tmp_path / "pbt"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while not list((exp / LINEAGE_DIR).glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert list((exp / LINEAGE_DIR).glob("*.json")), proc.communicate()[0][-4000:] if proc.poll() is not None else ""
+    # the first exploit happened: kill the driver outright, mid-job
+    serving = json.loads((db.parent / server.PID_FILE).read_text())["pid"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    for _ in range(40):  # the MLflow server the driver started goes with it (watchdog)
+        if not _alive(serving):
+            break
+        time.sleep(0.5)
+    assert not _alive(serving), "the MLflow server outlived the killed job"
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", "tune", "--resume", str(exp)], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 4 and set(table["stop_reason"]) == {"completed"}
+    # an exploit continued another trial's state: the new run starts from the donor's step
+    lineage = {f.stem: json.loads(f.read_text()) for f in (exp / LINEAGE_DIR).glob("*.json")}
+    trial, records = next(iter(lineage.items()))
+    rec = records[0]
+    assert rec["from_trial"] != trial and rec["from_trial"] in set(table["trial_id"])
+    run = exp / "train" / f"trial-{trial}-from-{rec['from_trial']}-{rec['step']}"
+    steps = sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(run))
+    assert steps and min(steps) > rec["step"]  # the step count went on from the donor's, not restarted
+    assert int(table.set_index("trial_id").loc[trial, "evals"]) == 4
+    assert set(rec["params"]) == {"optim.lr_g", "optim.lr_d", "train.n_d"}
+    assert rec["params"] != rec["from_params"]  # explored
+    for key in ("optim.lr_g", "optim.lr_d"):  # explore stays within the space's bounds
+        assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
+    assert "lineage of the champion" in r.stdout
+    # MLflow: one child per trial, none left RUNNING after the kill, the exploit on the trial's run
+    with tracking.served(f"sqlite:///{db}") as url:
+        c = MlflowClient(url)
+        exp_id = c.get_experiment_by_name("pbt").experiment_id
+        (parent,) = c.search_runs([exp_id], f"tags.`{tracking.KIND}` = 'tuning-job'")
+        children = tracking.child_runs(c, exp_id, parent.info.run_id)
+        assert parent.info.status == "FINISHED"
+        assert len(children) == 4 and len({ch.data.tags[tracking.TRIAL] for ch in children}) == 4
+        assert all(ch.info.status == "FINISHED" for ch in children)
+        (exploited,) = [ch for ch in children if ch.data.tags[tracking.TRIAL] == trial]
+        assert exploited.data.tags[tracking.LINEAGE].startswith(f"{rec['from_trial']}@{rec['step']}")
+        assert [m.step for m in c.get_metric_history(exploited.info.run_id, "exploit")][0] == rec["step"]
+        assert "lineage.json" in {a.path for a in c.list_artifacts(exploited.info.run_id)}
