@@ -12,6 +12,7 @@ cannot run code.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -54,7 +55,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes | memoryview) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
@@ -70,10 +71,9 @@ def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        with open(tmp / STATE, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        buf = io.BytesIO()  # serialized first, so a full disk is a plain ENOSPC on write, not a torch error
+        torch.save(state, buf)
+        _write(tmp / STATE, buf.getbuffer())
         _write(tmp / CONFIG, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
         _write(tmp / METRICS, json.dumps(metrics, indent=2, sort_keys=True).encode())
         if history is not None:
@@ -89,8 +89,9 @@ def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, 
         fsync_dir(directory.parent)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"{directory}: could not write the checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                              "the previous checkpoints are intact") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{directory}: could not write the checkpoint ({reason}); the previous checkpoints "
+                              "are intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

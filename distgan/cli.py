@@ -481,7 +481,10 @@ def _expected() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a usage error (2, one line already printed)
+        return int(e.code or 0)
     debug = os.environ.get("DISTGAN_DEBUG") == "1"
     try:
         args.fn(args)

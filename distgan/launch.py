@@ -45,6 +45,27 @@ class EvalPrinter(ray.train.UserCallback):
         print(self.prefix + format_eval(metrics[0], self.fd_key), flush=True)
 
 
+class Track(ray.train.UserCallback):
+    """Logs each evaluation to MLflow from Train's controller, once Train has its checkpoint:
+    an evaluation a dying worker group never completed (and trains again after its restart)
+    is never logged twice, and nothing is logged before it is in storage."""
+
+    def __init__(self, run_log: RunLog):
+        self.run_log = run_log
+
+    def after_report(self, run_context, metrics, checkpoint):
+        import tempfile
+
+        m = metrics[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            grid = None
+            if checkpoint is not None:
+                where = storage.join(storage.uri(checkpoint.filesystem, checkpoint.path), "samples.png")
+                if storage.exists(where):
+                    grid = storage.download(where, Path(tmp) / "samples.png")
+            self.run_log.log(m, int(m["step"]), grid)
+
+
 def fd_key(cfg: RunConfig) -> str:
     return registry.fd_name(checkpoint.detector_of(cfg), cfg.eval.num_samples)
 
@@ -88,11 +109,14 @@ def run_config(cfg: RunConfig, location: str, name: str, callbacks: list, prefix
 
 
 def build_trainer(spec: WorkerSpec, location: str, name: str, callbacks: list | None = None, prefix: str = "",
-                  data: ray.data.Dataset | None = None, echo: bool = True) -> TorchTrainer:
-    """The run `name` under the storage `location`; an existing run of that name is resumed by Ray."""
+                  data: ray.data.Dataset | None = None, echo: bool = True,
+                  run_log: RunLog | None = None) -> TorchTrainer:
+    """The run `name` under the storage `location`; an existing run of that name is resumed by
+    Ray. With a `run_log`, every evaluation Train registers is logged to MLflow."""
     cfg = spec.run
+    callbacks = [*([Track(run_log)] if run_log is not None else []), *(callbacks or [])]
     return TorchTrainer(train_loop_per_worker, train_loop_config={"spec": spec}, scaling_config=scaling_config(cfg),
-                        run_config=run_config(cfg, location, name, callbacks or [], prefix, echo),
+                        run_config=run_config(cfg, location, name, callbacks, prefix, echo),
                         datasets={TRAIN_DATASET: data if data is not None else dataset(cfg, spec.data)})
 
 
@@ -177,8 +201,8 @@ def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bo
     out.mkdir(parents=True, exist_ok=True)
     storage.atomic_write_local(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
     stats_at = ensure_real_stats(cfg, info, storage.join(run_dir, "stats"))
-    spec = WorkerSpec(cfg, info, stats_at, run_log=run_log, fault=fault_from_env())
-    result = build_trainer(spec, location, out.name).fit()
+    spec = WorkerSpec(cfg, info, stats_at, fault=fault_from_env())
+    result = build_trainer(spec, location, out.name, run_log=run_log).fit()
     if aside is not None:
         if result.best_checkpoints:
             shutil.rmtree(aside, ignore_errors=True)

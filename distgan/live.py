@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 import ray.tune
 
@@ -19,12 +19,10 @@ from distgan.progress import REPLAYED, STATUS_FILE, format_duration, render
 class TrialTable(ray.tune.Callback):
     """Tune callback: the live table of a job's trials."""
 
-    def __init__(self, job, fd_key: str, evals_per_trial: int, stream: TextIO | None = None,
-                 plain_every: float = 30.0, write_every: float = 5.0):
+    def __init__(self, job, fd_key: str, evals_per_trial: int, plain_every: float = 30.0, write_every: float = 5.0):
         self.name, self.experiment_dir, self.total = job.name, job.experiment_dir, job.trials
         self.fd_key, self.per_trial = fd_key, evals_per_trial
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
+        self.tty = sys.stdout.isatty()  # the stream itself is looked up when written: Tune pickles callbacks
         self.plain_every, self.write_every = plain_every, write_every
         self.rows: dict[str, dict[str, Any]] = {}
         self.t0, self.new_evals = time.monotonic(), 0
@@ -97,13 +95,14 @@ class TrialTable(ray.tune.Callback):
                 pass  # the table on the console still shows it
             self.last_write = now
         lines = render(status)
+        stream = sys.stdout
         if self.tty:
             if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            self.stream.write("\n".join(lines) + "\n")
+                stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            stream.write("\n".join(lines) + "\n")
             self.drawn = len(lines)
         elif final or self.changed or now - self.last_plain >= self.plain_every:
-            self.stream.write("\n".join(lines) + "\n")
+            stream.write("\n".join(lines) + "\n")
             self.last_plain = now
-        self.stream.flush()
+        stream.flush()
         self.changed = False

@@ -202,16 +202,18 @@ def sample_latents(z_dim: int, k: int, n: int, label: int | None, interpolate: t
 
 
 @contextlib.contextmanager
-def _no_pickle():
-    old = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+def _env(**values: str):
+    """MLflow reads these at each call: set for the block, restored after."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
-        else:
-            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
 
 
 def check_safe(local: Path, model_uri: str) -> dict:
@@ -241,15 +243,15 @@ def load_model(uri: str, model_uri: str, tmp: str) -> tuple[nn.Module, dict]:
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # else models:/ resolves against a default ./mlflow.db it would create
-    try:
-        with tracking.bounded(30):
+    try:  # no progress bar: an error stays one line on stderr
+        with tracking.bounded(30), _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri))
     except MlflowException as e:
         raise ConfigError(f"--model {model_uri}: not found at {tracking.redact(uri)} "
                           f"({str(e).splitlines()[0][:200]})") from None
     mlmodel = check_safe(local, model_uri)
     try:
-        with _no_pickle():
+        with _env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"):
             G = mlflow.pytorch.load_model(str(local))
     except MlflowException as e:
         raise ConfigError(f"--model {model_uri}: refused ({str(e).splitlines()[0][:200]})") from None

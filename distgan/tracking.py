@@ -1,5 +1,6 @@
-"""MLflow tracking: one parent run per tuning job, one child run per trial (logged by rank 0
-of the trial's Train workers), one run per plain `distgan train`.
+"""MLflow tracking: one parent run per tuning job, one child run per trial (logged from the
+trial's Train controller once Train has each evaluation's checkpoint), one run per plain
+`distgan train`.
 
 Runs are found again by tags (job name, trial id, run directory), so a resumed job or
 trial continues its own run instead of opening a second one. Experiments are addressed by

@@ -214,11 +214,10 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
     train_dir = storage.join(ctx.experiment_dir, "train")
     replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta)
-    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, run_log=log, initial=came_from.initial,
-                      fault=fault_from_env())
+    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env())
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = build_trainer(spec, train_dir, came_from.run_name, callbacks=[Forward(queue)], prefix=f"[{trial_id}] ",
-                            data=ctx.dataset, echo=ctx.echo)
+                            data=ctx.dataset, echo=ctx.echo, run_log=log)
     try:
         drive(trainer, queue, cfg.train.eval_every, ctx.report_checkpoints)
     except BaseException:

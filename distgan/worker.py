@@ -37,7 +37,6 @@ from distgan.metrics import detectors, registry, stats
 from distgan.metrics.evaluate import Evaluator
 from distgan.models import build_models
 from distgan.plots import sample_grid
-from distgan.tracking import RunLog
 
 TRAIN_DATASET = "train"
 # No buffer broadcast at each forward (identical weights give identical spectral-norm vectors on
@@ -58,7 +57,6 @@ class WorkerSpec:
     """Where the real statistics are (a path or URI every node reads); rank 0 loads them."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Travels in every report: trial id, run name, MLflow run id."""
-    run_log: RunLog | None = None
     initial: str | None = None
     """A checkpoint to start from when the run has none of its own (a PBT exploit)."""
     fault: dict | None = None
@@ -166,21 +164,19 @@ def train_loop_per_worker(config: dict) -> None:
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
     meta = {**spec.meta, "worker_nodes": worker_nodes, "world_size": engine.world_size,
             "torch_threads": torch.get_num_threads()}
-    run_log = spec.run_log if engine.rank == 0 else None
 
     def on_eval(metrics: dict[str, float]) -> None:
+        # the checkpoint (and its sample grid) goes to storage with the report; MLflow hears of
+        # it from Train's controller once Train has it (launch.Track)
         step = engine.step_count
         metrics = {**metrics, **meta}
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt, grid = None, None
+            ckpt = None
             if engine.rank == 0:
                 path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics, history)
-                grid = sample_grid(engine.G_ema, cfg.model.arch, cfg.eval.grid_size, path / "samples.png",
-                                   engine.device)
+                sample_grid(engine.G_ema, cfg.model.arch, cfg.eval.grid_size, path / "samples.png", engine.device)
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(step))
-            if run_log is not None:  # after the report: the checkpoint is in storage before it is logged
-                run_log.log(metrics, step, grid)
 
     train(engine, batches, cfg, evaluator, on_eval, progress=False, history=history)
 
