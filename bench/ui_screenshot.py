@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import shutil
-import urllib.parse
 from pathlib import Path
 
 from PIL import Image
@@ -51,23 +49,26 @@ def shoot(url: str, experiment: str, out: Path, browser: str, width: int = 1400)
     from playwright.sync_api import sync_playwright
 
     exp_id, parent, children = job_runs(url, experiment)
-    metric = parent.data.tags.get("distance_metric", "fd_lenet2k")
     champion = children[0].info.run_id if children else parent.info.run_id
-    metric_page = (f"{url}/#/metric?runs={urllib.parse.quote(json.dumps([champion]))}"
-                   f"&metric={urllib.parse.quote(json.dumps(metric))}&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
     with sync_playwright() as p:
         chrome = p.chromium.launch(executable_path=browser, args=CHROMIUM_ARGS)
         page = chrome.new_page(viewport={"width": width, "height": 760})
-        page.goto(f"{url}/#/experiments/{exp_id}", wait_until="networkidle")
+        # MLflow 3 opens an experiment in its GenAI mode, with a tip over it: the runs of model
+        # training are one click away
+        page.goto(f"{url}/#/experiments/{exp_id}", wait_until="load")
+        page.wait_for_timeout(3000)
+        _click(page.get_by_text("Got it"))
+        _click(page.get_by_text("Model training"))
+        page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="load")
         page.get_by_text(parent.info.run_name).first.wait_for(timeout=30000)
-        expand = page.locator("button[aria-label*='xpand']").first  # show the trials under the job
-        if expand.count():
-            expand.click()
-            page.wait_for_timeout(1500)
+        _click(page.get_by_role("button", name="Close"))  # the assistant's panel
+        row = page.get_by_text(parent.info.run_name).first.locator("xpath=ancestor::div[contains(@class,'ag-cell')][1]")
+        _click(row.locator("button[data-component-id*='runnamecellrenderer']"))  # the trials under the job
+        page.wait_for_timeout(1500)
         runs_png = page.screenshot()
         text = page.inner_text("body")
-        page.goto(metric_page, wait_until="networkidle")
-        page.wait_for_timeout(3000)
+        page.goto(f"{url}/#/experiments/{exp_id}/runs/{champion}/model-metrics", wait_until="load")
+        page.wait_for_timeout(5000)
         curve_png = page.screenshot()
         chrome.close()
     top, bottom = Image.open(io.BytesIO(runs_png)), Image.open(io.BytesIO(curve_png))
@@ -77,6 +78,11 @@ def shoot(url: str, experiment: str, out: Path, browser: str, width: int = 1400)
     out.parent.mkdir(parents=True, exist_ok=True)
     both.save(out)
     return text
+
+
+def _click(locator) -> None:
+    if locator.count():
+        locator.first.click(timeout=10000)
 
 
 def main(argv: list[str] | None = None) -> str:

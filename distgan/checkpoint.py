@@ -11,7 +11,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,7 +23,7 @@ import torch
 
 from distgan.config import ConfigError, RunConfig
 from distgan.metrics import registry
-from distgan.metrics.detectors import resolve_name
+from distgan.metrics.detectors import file_sha256, resolve_name
 from distgan.storage import fsync_dir
 
 STATE, CONFIG, METRICS, HISTORY, MANIFEST = "state.pt", "config.json", "metrics.json", "history.json", "manifest.json"
@@ -45,14 +44,6 @@ def detector_of(cfg: RunConfig) -> str:
     m = cfg.model
     shape = (m.resolution,) if m.arch == "mlp" else (m.channels, m.resolution, m.resolution)
     return resolve_name(cfg.eval.detector, shape)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write(path: Path, data: bytes | memoryview) -> None:
@@ -79,7 +70,7 @@ def save(directory: str | Path, state: dict, cfg: RunConfig, metrics: dict[str, 
         if history is not None:
             _write(tmp / HISTORY, json.dumps(history).encode())
         files = sorted(p.name for p in tmp.iterdir())
-        _write(tmp / MANIFEST, json.dumps({f: _sha256(tmp / f) for f in files}, indent=2).encode())
+        _write(tmp / MANIFEST, json.dumps({f: file_sha256(tmp / f) for f in files}, indent=2).encode())
         fsync_dir(tmp)
         old = None
         if directory.exists():  # replaced, never removed before its successor is whole
@@ -115,7 +106,7 @@ def verify(directory: Path) -> None:
         f = directory / name
         if not f.is_file():
             raise CheckpointError(f"{directory}: {name} missing")
-        if _sha256(f) != digest:
+        if file_sha256(f) != digest:
             raise CheckpointError(f"{directory}: {name} is damaged (checksum mismatch)")
 
 

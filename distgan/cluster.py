@@ -74,8 +74,10 @@ def _autoscaler_running() -> bool:
     except ValueError:
         return False
     # a cluster without an autoscaling config (`ray start`, ray.init) runs the monitor with a
-    # read-only provider, which reports itself as "legacy"
-    return isinstance(report, dict) and report.get("legacy") is not True
+    # read-only provider, which names each node's type after the node; an autoscaling config
+    # names its node types (ray.head.default, gpu_worker, ...)
+    mapping = report.get("node_type_mapping") if isinstance(report, dict) else None
+    return bool(mapping) and any(kind != f"node_{node}" for node, kind in mapping.items())
 
 
 def trial_bundle(cfg: RunConfig, shared_data: bool = False) -> dict[str, float]:

@@ -11,11 +11,9 @@ column holding the class index.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -201,21 +199,6 @@ def sample_latents(z_dim: int, k: int, n: int, label: int | None, interpolate: t
     return sampler_input(z, y), per_row
 
 
-@contextlib.contextmanager
-def _env(**values: str):
-    """MLflow reads these at each call: set for the block, restored after."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k)
-            else:
-                os.environ[k] = v
-
-
 def check_safe(local: Path, model_uri: str) -> dict:
     """The model's MLmodel when it can be loaded without running its code, else one line."""
     try:
@@ -244,14 +227,14 @@ def load_model(uri: str, model_uri: str, tmp: str) -> tuple[nn.Module, dict]:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # else models:/ resolves against a default ./mlflow.db it would create
     try:  # no progress bar: an error stays one line on stderr
-        with tracking.bounded(30), _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        with tracking.bounded(30), tracking.environ(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri))
     except MlflowException as e:
         raise ConfigError(f"--model {model_uri}: not found at {tracking.redact(uri)} "
                           f"({str(e).splitlines()[0][:200]})") from None
     mlmodel = check_safe(local, model_uri)
     try:
-        with _env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"):
+        with tracking.environ(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"):
             G = mlflow.pytorch.load_model(str(local))
     except MlflowException as e:
         raise ConfigError(f"--model {model_uri}: refused ({str(e).splitlines()[0][:200]})") from None

@@ -104,12 +104,10 @@ def await_server(uri: str, timeout: float = RECONNECT_S, say=print) -> None:
 
 
 @contextlib.contextmanager
-def bounded(timeout: float = CALL_TIMEOUT_S) -> Iterator[None]:
-    """MLflow calls that fail within `timeout` seconds instead of retrying for minutes (its
-    defaults: 7 retries with backoff, 120 s per request)."""
-    keys = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout)), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
+def environ(**values: str) -> Iterator[None]:
+    """MLflow reads its settings from the environment at each call: set for the block only."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -118,6 +116,12 @@ def bounded(timeout: float = CALL_TIMEOUT_S) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def bounded(timeout: float = CALL_TIMEOUT_S):
+    """MLflow calls that fail within `timeout` seconds instead of retrying for minutes (its
+    defaults: 7 retries with backoff, 120 s per request)."""
+    return environ(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout)), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
 
 
 @contextlib.contextmanager
@@ -325,15 +329,8 @@ def train_run(cfg, out: str | Path, resume: bool) -> Iterator[RunLog | None]:
 
 def end_run(c, run_id: str, status: str) -> None:
     """Without MLflow's 'View run at' line: the URL of a job's temporary server would mislead."""
-    key, old = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
-    os.environ[key] = "true"
-    try:
+    with environ(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
         c.set_terminated(run_id, status=status)
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def child_runs(c, exp_id: str, parent_id: str) -> list:

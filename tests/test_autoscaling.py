@@ -4,7 +4,6 @@ refused, the autoscaler adds nodes, the job succeeds, and the nodes go once idle
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,6 +50,13 @@ def _worker_cpus(address: str) -> float:
     return sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes if n["state"] == "ALIVE")
 
 
+def _ray_status(gcs: str) -> str:
+    """What the autoscaler thinks of the cluster, for a failure's message."""
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "-v", "--address", gcs], env=_env(),
+                         capture_output=True, text=True, timeout=60, check=False)
+    return out.stdout[-3000:] + out.stderr[-1000:]
+
+
 @pytest.fixture(scope="module")
 def autoscaling_head(s3, tmp_path_factory):
     """`ray start --head --autoscaling-config` in a process group of its own: the autoscaler
@@ -83,17 +89,9 @@ def autoscaling_head(s3, tmp_path_factory):
         while time.monotonic() < deadline and _worker_cpus(address) < 0:
             time.sleep(1)
         assert _worker_cpus(address) == 0, "the head did not start (or holds CPUs)"
-        yield address
+        yield address, f"127.0.0.1:{gcs}"
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(head.pid, sig)
-                head.wait(timeout=wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        server.stop(head)  # the head's process group: its autoscaler and the fake nodes it launched
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
 
 
@@ -101,7 +99,7 @@ def autoscaling_head(s3, tmp_path_factory):
 @pytest.mark.cluster
 @pytest.mark.timeout(900)
 def test_a_job_on_a_cluster_at_zero_nodes_scales_it_up_and_back(autoscaling_head, mlflow_server, s3):
-    address = autoscaling_head
+    address, gcs = autoscaling_head
     tune = ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml", "--trials", "2",
             "--workers", "1", "--scheduler", "none", "--name", "scaled", "--experiment", "autoscaling"]
     r = subprocess.run([sys.executable, "-m", "distgan.cli", "submit", "--address", address, "--working-dir", str(REPO),
@@ -116,4 +114,4 @@ def test_a_job_on_a_cluster_at_zero_nodes_scales_it_up_and_back(autoscaling_head
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and _worker_cpus(address) > 0:
         time.sleep(2)
-    assert _worker_cpus(address) == 0
+    assert _worker_cpus(address) == 0, _ray_status(gcs)

@@ -30,7 +30,7 @@ SPACE = {
               {"optim.lr_g": 2.0e-6, "optim.lr_d": 1.0e-6, "train.n_d": 1},
               {"optim.lr_g": 1.0e-3, "optim.lr_d": 1.0e-3, "train.n_d": 1},
               {"optim.lr_g": 1.5e-3, "optim.lr_d": 1.0e-3, "train.n_d": 2}],
-    "budget": {"trials": 4, "steps": 400, "eval_every": 100},
+    "budget": {"trials": 4, "steps": 300, "eval_every": 100},
     "scheduler": {"kind": "pbt", "perturbation_interval": 1},
 }
 
@@ -81,7 +81,7 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
     run = exp / "train" / f"trial-{trial}-from-{rec['from_trial']}-{rec['step']}"
     steps = sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(run))
     assert steps and min(steps) > rec["step"]  # the step count went on from the donor's, not restarted
-    assert int(table.set_index("trial_id").loc[trial, "evals"]) == 4
+    assert int(table.set_index("trial_id").loc[trial, "evals"]) == 3
     assert set(rec["params"]) == {"optim.lr_g", "optim.lr_d", "train.n_d"}
     assert rec["params"] != rec["from_params"]  # explored
     for key in ("optim.lr_g", "optim.lr_d"):  # explore stays within the space's bounds

@@ -136,7 +136,7 @@ def _reported(exp: Path) -> dict[str, list[tuple]]:
 @pytest.mark.timeout(900)
 def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
     # long enough evaluation windows that Ctrl-C lands while the second trial trains
-    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 2000, "eval_every": 500})
+    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 1600, "eval_every": 400})
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", mlflow_server, "tune-resume",
                                                              "--trials", "2", "--scheduler", "none",
