@@ -70,11 +70,8 @@ def _ring8_modes(overrides: dict, steps: int) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_ring8_preset_covers_the_modes_and_minimax_without_sn_is_reported(capsys):
-    steps = presets.ring8().train.steps
-    modes, hq = _ring8_modes({}, steps)
-    assert modes >= 7, f"ring8 preset covered {modes} of 8 modes"
-    mm_modes, mm_hq = _ring8_modes({"loss.kind": "minimax", "model.sn_d": False}, steps)
-    with capsys.disabled():
-        print(f"\nring8, {steps} steps: preset (ns + SN) covers {modes:.0f}/8 modes, hq {hq:.2f}; "
-              f"minimax without SN covers {mm_modes:.0f}/8, hq {mm_hq:.2f}")
+def test_ring8_preset_covers_the_modes():
+    """The preset (non-saturating loss, SN on D) finds the eight modes and puts most samples
+    near them; what minimax without SN does is the SN study's (bench/sn_study.py) to show."""
+    modes, hq = _ring8_modes({}, presets.ring8().train.steps)
+    assert modes >= 7 and hq >= 0.5, f"ring8 preset covered {modes} of 8 modes, {hq:.2f} of samples near one"

@@ -33,7 +33,7 @@ BASE_SETS = ["data.num_points=8000", "stop.saturation_evals=0"]
 GOOD = {"optim.lr_g": 1.0e-3, "optim.lr_d": 1.0e-3, "loss.kind": "ns", "train.batch_size": 128}
 SLOW = {"optim.lr_g": 1.0e-6, "optim.lr_d": 1.0e-6, "loss.kind": "ns", "train.batch_size": 128}
 DIVERGING = {"optim.lr_g": 50.0, "optim.lr_d": 50.0, "loss.kind": "wgan-gp", "train.batch_size": 128}
-# a batch larger than a worker's shard of the 8,000 points: the trial fails with an error
+# a batch larger than the worker's 8,000 points: the trial fails with an error
 CRASHING = {"optim.lr_g": 2.0e-3, "optim.lr_d": 2.0e-3, "loss.kind": "ns", "train.batch_size": 20000}
 SPACE = {
     "params": {
@@ -56,7 +56,7 @@ def _space(tmp_path, start, **extra):
 
 
 def _tune_args(space, storage, name, mlflow_uri, experiment, *extra):
-    args = ["tune", "--preset", "ring8", "--space", str(space), "--workers-per-trial", "2", "--storage", str(storage),
+    args = ["tune", "--preset", "ring8", "--space", str(space), "--workers-per-trial", "1", "--storage", str(storage),
             "--name", name, "--mlflow-uri", mlflow_uri, "--experiment", experiment, *extra]
     for s in BASE_SETS:
         args += ["--set", s]
