@@ -486,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version (0) or a usage error (2, one line already printed)
         return int(e.code or 0)
     debug = os.environ.get("DISTGAN_DEBUG") == "1"
+    # Ray folds console lines that differ only in numbers into "[repeated Nx]" (every trial's
+    # evaluation line would show as one); it reads the switch once, when ray is imported
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         args.fn(args)
     except KeyboardInterrupt:

@@ -30,9 +30,6 @@ def connect() -> None:
     workers inherit RAY_DATA_LOG_LEVEL, so Ray Data's per-epoch INFO lines go to the logs."""
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-        # Ray folds console lines that differ only in numbers into "[repeated Nx]": every
-        # trial's evaluation line would show as one
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
             ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
         except ConnectionError as e:

@@ -27,8 +27,7 @@ def run(out: str = "outputs", trials: int | None = None, port: int = 5000, resum
     else:
         base = config_mod.load("mnist")
         job = tuning.new_job(base, SPACE, trials, str(out_dir / "tune"), None, {}, seed=0, preset="mnist",
-                           overrides={"tracking.mlflow_uri": url, "scaling.num_workers": 1,
-                                      "optim.lr_decay": "linear"})
+                           overrides={"tracking.mlflow_uri": url, "scaling.num_workers": 1})
     try:
         result = tuning.start(job, resume=bool(resume))
     except (KeyboardInterrupt, tuning.JobInterrupted):

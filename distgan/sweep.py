@@ -89,6 +89,10 @@ class SchedulerSpec:
     """pbt/pb2: the bottom share that copies the top share."""
     resample_probability: float = 0.25
     """pbt: chance that explore resamples a value instead of perturbing it."""
+    synch: bool = False
+    """pbt/pb2: decide once every trial has reached the interval (the early ones pause), not
+    against the others' last decision points: for a small population running side by side,
+    where an asynchronous decision compares a trial with one an interval behind it."""
 
     def validate(self, where: str) -> "SchedulerSpec":
         if self.kind not in SCHEDULERS:
@@ -97,6 +101,8 @@ class SchedulerSpec:
                   ("perturbation_interval", self.perturbation_interval >= 1, ">= 1"),
                   ("quantile_fraction", 0 < self.quantile_fraction <= 0.5, "in (0, 0.5]"),
                   ("resample_probability", 0 <= self.resample_probability <= 1, "in [0, 1]")]
+        if not isinstance(self.synch, bool):
+            raise ConfigError(f"{where}scheduler.synch: {self.synch!r} is invalid, expected true or false")
         for key, ok, expected in checks:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:

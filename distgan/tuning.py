@@ -237,7 +237,7 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
         mutations = {p.key: (p.values if p.dist == "choice" else p.tune_domain()) for p in found.params}
         return PopulationBasedTraining(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
                                        hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
-                                       resample_probability=s.resample_probability,
+                                       resample_probability=s.resample_probability, synch=s.synch,
                                        custom_explore_fn=_explore_within(found.params))
     if s.kind == "pb2":
         from ray.tune.schedulers.pb2 import PB2
@@ -247,7 +247,7 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
             raise ConfigError(f"space {Path(found.path).name}: pb2 needs at least one continuous parameter "
                               "(loguniform or uniform)")
         return PB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval, hyperparam_bounds=bounds,
-                   quantile_fraction=s.quantile_fraction)
+                   quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 
 

@@ -24,7 +24,7 @@ from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.report import trial_rows
 from distgan.trial import EVALS
-from distgan.tuning import JOB_FILE, STUDY_FILE
+from distgan.tuning import JOB_FILE, STUDY_FILE, build_scheduler
 
 pytestmark = pytest.mark.slow
 
@@ -194,6 +194,8 @@ def test_a_job_whose_every_trial_fails_exits_1(ray_session, mlflow_server, tmp_p
     ({"scheduler": {"kind": "bohb"}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "scheduler 'bohb'"),
     ({"scheduler": {"kind": "pbt", "quantile_fraction": 0.9}, "params": {"train.n_d": {"dist": "choice",
       "values": [1]}}}, "scheduler.quantile_fraction: 0.9 is invalid"),
+    ({"scheduler": {"kind": "pbt", "synch": "yes"}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}},
+     "scheduler.synch: 'yes' is invalid"),
 ])
 def test_bad_spaces_fail_before_ray_with_one_line(tmp_path, edit, message):
     p = tmp_path / "s.yaml"
@@ -212,6 +214,11 @@ def test_bad_cli_input_exits_2_before_ray_starts(tmp_path, capsys):
 def test_shipped_spaces_validate_and_concurrency_follows_resources():
     for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8"), ("demo", "mnist")):
         assert sweep.load(f"tune_spaces/{name}.yaml", presets.get(preset)).params
+    # the demo's population of two decides synchronously (asynchronously, the first trial to reach an
+    # interval finds no score of the other's to rank against, and is never checkpointed for exploiting)
+    demo = sweep.load("tune_spaces/demo.yaml", presets.mnist())
+    assert build_scheduler(demo.scheduler, demo, 8)._synch is True
+    assert build_scheduler(sweep.SchedulerSpec(kind="pbt"), demo, 8)._synch is False
     cfg = presets.mnist().with_overrides({"scaling.num_workers": 2})
     fixed = lambda have: cluster.Capacity(have, None, False)  # noqa: E731
     assert cluster.concurrency(cfg, fixed({"CPU": 2}), 16) == 1  # one CPU stays free for Ray Data
