@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,7 +131,9 @@ def concurrency(cfg: RunConfig, cap: Capacity, trials: int, shared_data: bool = 
 def scale_up(cfg: RunConfig, trials_at_once: int, say: Callable[[str], None] = print,
              timeout: float = SCALE_TIMEOUT_S, poll: float = 2.0, shared_data: bool = False) -> None:
     """Ask the autoscaler for the first trials' resources and wait until one trial fits,
-    with one line while nodes come up and one line if they never do."""
+    with one line while nodes come up and one line if they never do. Ray keeps the request
+    until it is replaced: release() at the job's end (Ray's autoscaling coordinator, through
+    which Train and Data ask for their own resources, replaces it sooner)."""
     need = trial_bundle(cfg, shared_data)
     if _fits(need, ray.cluster_resources()):
         return
@@ -152,13 +155,14 @@ def scale_up(cfg: RunConfig, trials_at_once: int, say: Callable[[str], None] = p
 
 
 def release() -> None:
-    """Withdraw the explicit request, so idle nodes can go once the job is done."""
+    """Withdraw the explicit request, so idle nodes can go."""
     from ray.autoscaler.sdk import request_resources
 
     try:
         request_resources(bundles=[])
-    except Exception:  # no autoscaler to tell
-        pass
+    except Exception as e:  # nothing lost but idle nodes: say so and go on
+        print(f"distgan: could not withdraw the autoscaler request ({str(e).splitlines()[0] if str(e) else e!r}); "
+              "idle nodes stay until it is replaced", file=sys.stderr)
 
 
 def _fmt(resources: dict[str, float], only: dict[str, float] | None = None) -> str:
