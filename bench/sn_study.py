@@ -85,7 +85,7 @@ def main() -> None:
                   f"{f'{good}/{len(v)}':>18}")
         ax.boxplot([by_sn[True], by_sn[False]], tick_labels=["SN on D", "no SN"])
         ax.set_yscale("log")
-        ax.set_title(f"{problem}: best distance of {n} configurations")
+        ax.set_title(f"{problem}: best distance of {n} configurations", fontsize=9)
         ax.set_ylabel("best Fréchet distance (log)")
     fig.tight_layout()
     fig.savefig(a.out)
