@@ -147,7 +147,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
             preset, _, trials, steps, eval_every = PROBLEMS[problem]
-            rows = {m: [run(m, problem, s, tmp) for s in a.seeds] for m in a.methods}
+            rows = {}
+            for m in a.methods:
+                for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps what it ran
+                    r = run(m, problem, s, tmp)
+                    rows.setdefault(m, []).append(r)
+                    print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g}, {r['evals']} evaluations, "
+                          f"{r['trials']} trials, {r['wall']:.0f} s", flush=True)
             key = next(iter(rows.values()))[0]["key"]
             print(f"\n{problem} ({preset} preset, {trials} trials x {steps} steps, an evaluation every {eval_every}; "
                   f"equal compute: {trials * evals_at(steps, eval_every)} evaluations; seeds {a.seeds})")
