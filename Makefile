@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,inception,s3,pb2]'
+	$(BIN)/pip install --quiet -e '.[test,inception,s3]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scaling_args(tu, 2, "Ray Train workers per trial")
     tu.add_argument("--max-concurrent", type=_positive("max_concurrent", int, 0), default=0,
                     help="trials at once; 0: what the cluster can grow to")
-    tu.add_argument("--scheduler", choices=SCHEDULERS, help="default: the sweep file's, else asha")
+    tu.add_argument("--scheduler", choices=SCHEDULERS, help="default: the sweep file's, else pb2")
     tu.add_argument("--grace-period", type=_positive("grace_period"), help="evaluations before ASHA may stop a trial")
     tu.add_argument("--reduction-factor", type=_positive("reduction_factor", int, 2),
                     help="ASHA keeps 1/rf of the trials at each rung")

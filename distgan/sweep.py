@@ -78,7 +78,8 @@ class Param:
 
 @dataclass
 class SchedulerSpec:
-    kind: str = "asha"
+    kind: str = "pb2"
+    """The default won the HPO bench on mnist (docs/benchmarks.md)."""
     grace_period: int = 1
     """asha/hyperband/median: evaluations before a trial may be stopped."""
     reduction_factor: int = 2
@@ -136,6 +137,14 @@ class Sweep:
 
     def param(self, key: str) -> Param:
         return next(p for p in self.params if p.key == key)
+
+    def bounds(self) -> dict[str, list[float]]:
+        """PB2's search box: it models only continuous keys (the choices come from the donor)."""
+        found = {p.key: [p.low, p.high] for p in self.params if p.continuous}
+        if not found:
+            raise ConfigError(f"space {Path(self.path).name}: pb2 needs at least one continuous parameter "
+                              "(loguniform or uniform); for a space of choices pass --scheduler asha")
+        return found
 
 
 def load(path: str | Path, base: RunConfig, text: str | None = None) -> Sweep:

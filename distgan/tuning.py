@@ -4,9 +4,9 @@ over a sweep file, the Fréchet distance of the run's evaluation protocol as the
 Each Tune trial is a driver (distgan.trial) that fits a TorchTrainer, so Tune sees every
 evaluation. The objective is `fd_best`, the trial's lowest distance so far: scheduler-stopped
 trials reach Optuna with their best, and a trial is only as good as its best checkpoint.
-When to stop: the scheduler (ASHA by default; PBT and PB2 keep every trial's compute and
-move state from the best to the worst instead), plus the plateau and divergence rules of
-distgan.stopping, whose reason each trial reports as `stop_reason`.
+When to stop: the scheduler (PB2 by default, or PBT: every trial keeps its compute, the
+worst continue from the best; ASHA and the others stop weak trials for good), plus the
+plateau and divergence rules of distgan.stopping, whose reason each trial reports as `stop_reason`.
 
 Everything a job writes (its job file, the trials' checkpoints, trials.csv, plots, the
 lineage of PBT exploits, real statistics) lives under its experiment directory, a local path
@@ -144,7 +144,8 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
         raise ConfigError(f"--trials {trials}: need at least 1 trial")
     spec = dataclasses.asdict(found.scheduler) if found.scheduler else dataclasses.asdict(sweep.SchedulerSpec())
     spec.update({k: v for k, v in scheduler.items() if v is not None})
-    sweep.SchedulerSpec(**spec).validate("--")
+    if sweep.SchedulerSpec(**spec).validate("--").kind == "pb2":
+        found.bounds()
     location = storage.check_writable(location or os.environ.get(STORAGE_ENV) or "outputs/tune", "--storage")
     name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if storage.exists(storage.join(location, name, JOB_FILE)):
@@ -242,11 +243,7 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
     if s.kind == "pb2":
         from ray.tune.schedulers.pb2 import PB2
 
-        bounds = {p.key: [p.low, p.high] for p in found.params if p.continuous}
-        if not bounds:
-            raise ConfigError(f"space {Path(found.path).name}: pb2 needs at least one continuous parameter "
-                              "(loguniform or uniform)")
-        return PB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval, hyperparam_bounds=bounds,
+        return PB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval, hyperparam_bounds=found.bounds(),
                    quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 

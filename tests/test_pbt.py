@@ -100,3 +100,37 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
         assert exploited.data.tags[tracking.LINEAGE].startswith(f"{rec['from_trial']}@{rec['step']}")
         assert [m.step for m in c.get_metric_history(exploited.info.run_id, "exploit")][0] == rec["step"]
         assert "lineage.json" in {a.path for a in c.list_artifacts(exploited.info.run_id)}
+
+
+def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session, tmp_path, mlflow_server):
+    """A space that names no scheduler kind gets PB2 (the default): the worse trial continues
+    from the better one's checkpoint and step, its learning rates within the bounds, its n_D
+    the donor's (PB2 models only continuous keys; its bandit needs a change of the distance
+    between two decisions before it moves them, so a first decision copies)."""
+    space = tmp_path / "pb2.yaml"
+    space.write_text(yaml.safe_dump({
+        "params": SPACE["params"], "start": [SPACE["start"][0], SPACE["start"][3]],
+        "budget": {"trials": 2, "steps": 200, "eval_every": 100},
+        "scheduler": {"perturbation_interval": 1, "synch": True}}))
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", "tune", "--preset", "ring8", "--space", str(space),
+                        "--workers", "1", "--storage", str(tmp_path), "--name", "pb2", "--mlflow-uri", mlflow_server,
+                        "--experiment", "pb2-default", "--set", "data.num_points=8000",
+                        "--set", "stop.saturation_evals=0"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    exp = tmp_path / "pb2"
+    assert json.loads((exp / "distgan_job.json").read_text())["scheduler"]["kind"] == "pb2"
+    lineage = {f.stem: json.loads(f.read_text()) for f in (exp / LINEAGE_DIR).glob("*.json")}
+    assert lineage, r.stdout[-4000:]
+    trial, (rec, *_) = next(iter(lineage.items()))
+    assert rec["from_trial"] != trial and rec["step"] == 100
+    assert rec["params"]["train.n_d"] == rec["from_params"]["train.n_d"] == 2  # the better start's
+    for key in ("optim.lr_g", "optim.lr_d"):
+        assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
+    steps = sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(
+        exp / "train" / f"trial-{trial}-from-{rec['from_trial']}-{rec['step']}"))
+    assert steps == [200]  # went on from the donor's step 100
+    c = MlflowClient(mlflow_server)
+    (parent,) = c.search_runs([c.get_experiment_by_name("pb2-default").experiment_id],
+                              f"tags.`{tracking.KIND}` = 'tuning-job'")
+    assert parent.data.params["scheduler"] == "pb2"

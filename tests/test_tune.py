@@ -211,6 +211,24 @@ def test_bad_cli_input_exits_2_before_ray_starts(tmp_path, capsys):
     assert f"{JOB_FILE} missing" in capsys.readouterr().err
 
 
+def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anything_is_written(tmp_path):
+    from ray.tune.schedulers.pb2 import PB2
+
+    from distgan import tuning
+
+    # PB2 won the HPO bench on mnist (docs/benchmarks.md): a job that names no scheduler gets it
+    ring8 = sweep.load("tune_spaces/ring8.yaml", presets.ring8())
+    assert ring8.scheduler is None and sweep.SchedulerSpec().kind == "pb2"
+    assert isinstance(build_scheduler(sweep.SchedulerSpec(), ring8, 8), PB2)
+    assert set(ring8.bounds()) == {p.key for p in ring8.params if p.continuous}
+    choices = tmp_path / "choices.yaml"
+    choices.write_text(yaml.safe_dump({"params": {"train.n_d": {"dist": "choice", "values": [1, 2]}}}))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match=r"choices.yaml: pb2 needs at least one continuous .*--scheduler asha"):
+        tuning.new_job(presets.ring8(), str(choices), 2, str(tmp_path / "jobs"), "j", {}, 0, "ring8")
+    assert sorted(tmp_path.rglob("*")) == before  # refused before the job directory or the data exist
+
+
 def test_shipped_spaces_validate_and_concurrency_follows_resources():
     for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8"), ("demo", "mnist")):
         assert sweep.load(f"tune_spaces/{name}.yaml", presets.get(preset)).params
