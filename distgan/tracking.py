@@ -287,15 +287,19 @@ class RunLog:
                   "the job closes it when it can", flush=True)
 
 
-def log_exploit(uri: str, run_id: str, records: list[dict]) -> None:
-    """A PBT trial's exploits on its run: the lineage as a tag and a JSON artifact, and a
-    point on the `exploit` metric at each step it took another trial's state."""
+def log_lineage(uri: str, run_id: str, records: list[dict], exploited: bool) -> None:
+    """A PBT trial's lineage on its run, as a tag and a JSON artifact; `exploited`: a point on
+    the `exploit` metric at the step it took another trial's state (the events stay when an
+    exploit a killed job forgot is taken out of the lineage)."""
     try:
         with bounded():
             c = client(uri)
-            last = records[-1]
-            c.set_tag(run_id, LINEAGE, " <- ".join(f"{r['from_trial']}@{r['step']}" for r in records)[:5000])
-            c.log_metric(run_id, "exploit", 1.0, step=last["step"])
+            if records:
+                c.set_tag(run_id, LINEAGE, " <- ".join(f"{r['from_trial']}@{r['step']}" for r in records)[:5000])
+            elif LINEAGE in c.get_run(run_id).data.tags:
+                c.delete_tag(run_id, LINEAGE)
+            if exploited:
+                c.log_metric(run_id, "exploit", 1.0, step=records[-1]["step"])
             c.log_text(run_id, json.dumps(records, indent=2), "lineage.json")
     except Exception as e:
         print(f"MLflow {redact(uri)}: lineage not logged ({type(e).__name__})", flush=True)

@@ -80,7 +80,12 @@ def origin(trial_id: str, tune_checkpoint: ray.tune.Checkpoint | None, searched:
     step = int(meta["step"])
     record = {"from_trial": meta["trial_id"], "step": step, "from_params": {k: flat[k] for k in searched},
               "params": {k: params[k] for k in searched if k in params}}
-    return Origin(f"trial-{trial_id}-from-{meta['trial_id']}-{step}", location, record)
+    return Origin(exploit_run(trial_id, record), location, record)
+
+
+def exploit_run(trial_id: str, record: dict) -> str:
+    """The Train run an exploit starts (named for the donor and its step)."""
+    return f"trial-{trial_id}-from-{record['from_trial']}-{record['step']}"
 
 
 def lineage_file(experiment_dir: str, trial_id: str) -> str:
@@ -106,7 +111,23 @@ def record_exploit(ctx: TrialContext, trial_id: str, record: dict, run_id: str |
     print(f"[{trial_id}] continues from trial {record['from_trial']} at step {record['step']}: "
           f"{describe_change(record)}", flush=True)
     if run_id is not None:
-        tracking.log_exploit(ctx.mlflow_uri, run_id, records)
+        tracking.log_lineage(ctx.mlflow_uri, run_id, records, exploited=True)
+
+
+def settle_lineage(ctx: TrialContext, trial_id: str, run_name: str, run_id: str | None) -> None:
+    """A trial that goes on with its own state keeps only the exploits that led to it: one
+    recorded just before the job was killed, but which Tune resumed without (its experiment
+    state was saved before the decision), is not the trial's history."""
+    records = read_lineage(ctx.experiment_dir, trial_id)
+    kept = next((records[:i + 1] for i in range(len(records) - 1, -1, -1)
+                 if exploit_run(trial_id, records[i]) == run_name), [])
+    if kept == records:
+        return
+    storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(kept, indent=2))
+    gone = ", ".join(f"{r['from_trial']}@{r['step']}" for r in records[len(kept):])
+    print(f"[{trial_id}] goes on from its own run {run_name}: not part of its lineage: {gone}", flush=True)
+    if run_id is not None:
+        tracking.log_lineage(ctx.mlflow_uri, run_id, kept, exploited=False)
 
 
 def describe_change(record: dict) -> str:
@@ -211,6 +232,8 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
                                     spool=storage.join(ctx.experiment_dir, "train", came_from.run_name, "mlflow_spool"))
     if came_from.exploit is not None:
         record_exploit(ctx, trial_id, came_from.exploit, log.run_id if log else None)
+    else:
+        settle_lineage(ctx, trial_id, came_from.run_name, log.run_id if log else None)
     meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
     train_dir = storage.join(ctx.experiment_dir, "train")
     replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta)

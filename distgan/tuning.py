@@ -31,7 +31,7 @@ from typing import Any
 import ray
 import ray.tune
 from ray.tune import PlacementGroupFactory
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
@@ -236,15 +236,17 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
         return MedianStoppingRule(time_attr=EVALS, grace_period=s.grace_period)
     if s.kind == "pbt":
         mutations = {p.key: (p.values if p.dist == "choice" else p.tune_domain()) for p in found.params}
-        return PopulationBasedTraining(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
-                                       hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
-                                       resample_probability=s.resample_probability, synch=s.synch,
-                                       custom_explore_fn=_explore_within(found.params))
-    if s.kind == "pb2":
-        from ray.tune.schedulers.pb2 import PB2
+        from distgan.population import ResumablePBT
 
-        return PB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval, hyperparam_bounds=found.bounds(),
-                   quantile_fraction=s.quantile_fraction, synch=s.synch)
+        return ResumablePBT(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
+                            hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
+                            resample_probability=s.resample_probability, synch=s.synch,
+                            custom_explore_fn=_explore_within(found.params))
+    if s.kind == "pb2":
+        from distgan.population import ResumablePB2  # imports scikit-learn: only when asked for
+
+        return ResumablePB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
+                            hyperparam_bounds=found.bounds(), quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 
 

@@ -50,11 +50,23 @@ def _worker_cpus(address: str) -> float:
     return sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes if n["state"] == "ALIVE")
 
 
+_COORDINATOR = """import time, ray
+ray.init(address="{gcs}", log_to_driver=False)
+a = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+print(ray.get(a.__ray_call__.remote(lambda c: {{k: (r.requested_resources, round(r.expiration_time - time.time()))
+                                             for k, r in c._ongoing_reqs.items()}})))
+"""
+
+
 def _ray_status(gcs: str) -> str:
-    """What the autoscaler thinks of the cluster, for a failure's message."""
+    """What the autoscaler thinks of the cluster, for a failure's message, with the requests
+    Ray's autoscaling coordinator (Train's and Data's) still holds: requester, bundles, seconds
+    to expiry."""
     out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "-v", "--address", gcs], env=_env(),
                          capture_output=True, text=True, timeout=60, check=False)
-    return out.stdout[-3000:] + out.stderr[-1000:]
+    held = subprocess.run([sys.executable, "-c", _COORDINATOR.format(gcs=gcs)], env=_env(), capture_output=True,
+                          text=True, timeout=120, check=False)
+    return out.stdout[-3000:] + out.stderr[-1000:] + "\ncoordinator: " + held.stdout[-2000:] + held.stderr[-500:]
 
 
 @pytest.fixture(scope="module")

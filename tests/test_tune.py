@@ -23,7 +23,7 @@ from distgan import cluster, presets, sweep, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.report import trial_rows
-from distgan.trial import EVALS
+from distgan.trial import EVALS, TrialContext, lineage_file, read_lineage, settle_lineage
 from distgan.tuning import JOB_FILE, STUDY_FILE, build_scheduler
 
 pytestmark = pytest.mark.slow
@@ -262,3 +262,20 @@ def test_trial_table_counts_a_replayed_evaluation_once():
     assert (row["evals"], row["best_step"], row["checkpoint"], row["stop_reason"]) == (3, 200, "c2", "completed")
     assert row["trial_id"] == "t1"  # Tune's own column, not a PBT donor's last result
     assert row["spools"] == ["s3://b/job/train/trial-t1/mlflow_spool"]
+
+
+def test_a_trial_going_on_from_its_own_state_keeps_only_the_exploits_that_led_to_it(tmp_path):
+    """An exploit recorded just before a kill, which the resumed job did not carry out, leaves
+    the lineage; the exploits the trial's state descends from stay."""
+    ctx = TrialContext(experiment_dir=str(tmp_path), data=None, stats="", mlflow_uri="", experiment_id="",
+                       parent_run_id="", report_checkpoints=True, searched=())
+    a, b = {"from_trial": "t2", "step": 100}, {"from_trial": "t3", "step": 200}
+    path = Path(lineage_file(str(tmp_path), "t1"))
+    for run, kept in [("trial-t1-from-t3-200", [a, b]), ("trial-t1-from-t2-100", [a]), ("trial-t1", [])]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps([a, b]))
+        settle_lineage(ctx, "t1", run, None)
+        assert read_lineage(str(tmp_path), "t1") == kept, run
+    path.unlink()
+    settle_lineage(ctx, "t1", "trial-t1", None)  # never exploited: nothing written
+    assert not path.exists()
