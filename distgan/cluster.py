@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
+import ray.tune
 
 from distgan.config import ConfigError, RunConfig
+from distgan.trial import TRAIN_RUN
 
 #: Seconds a job waits for the autoscaler to bring up what its first trial needs.
 SCALE_TIMEOUT_S = float(os.environ.get("DISTGAN_SCALE_TIMEOUT_S", "900"))
@@ -163,6 +165,47 @@ def release() -> None:
     except Exception as e:  # nothing lost but idle nodes: say so and go on
         print(f"distgan: could not withdraw the autoscaler request ({str(e).splitlines()[0] if str(e) else e!r}); "
               "idle nodes stay until it is replaced", file=sys.stderr)
+
+
+class Withdraw(ray.tune.Callback):
+    """Tune ends a trial (its budget, ASHA's stop, a PBT pause) by killing it, and its Train
+    controller with it, before the controller withdraws what it asked the autoscaler for:
+    Ray drops such a request only 180 s later and keeps nodes up for it. So each Train run's
+    request is withdrawn here once the run is over: its trial ended, or went on in a new
+    run; at the job's end, every run's (`done`)."""
+
+    def __init__(self):
+        self.current: dict[str, str] = {}  # trial id -> the Train run it reports from
+        self.seen: set[str] = set()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run = result.get(TRAIN_RUN)
+        if not run or self.current.get(trial.trial_id) == run:
+            return
+        if trial.trial_id in self.current:
+            withdraw([self.current[trial.trial_id]])
+        self.current[trial.trial_id] = run
+        self.seen.add(run)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.current:
+            withdraw([self.current.pop(trial.trial_id)])
+
+    on_trial_error = on_trial_complete
+
+    def done(self) -> None:
+        withdraw(sorted(self.seen))
+
+
+def withdraw(train_runs: list[str]) -> None:
+    """Through Train's own client of Ray's autoscaling coordinator (which names a run's
+    request `train-<run id>`); a failure is logged by it and the request lapses."""
+    from ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client import (
+        TrainAutoscalingCoordinatorClient,
+    )
+
+    for run in train_runs:
+        TrainAutoscalingCoordinatorClient(f"train-{run}").cancel_resource_request()
 
 
 def _fmt(resources: dict[str, float], only: dict[str, float] | None = None) -> str:

@@ -34,6 +34,7 @@ from distgan.progress import REPLAYED
 EVALS = "evals"  # the schedulers' clock: evaluations by this step, so a resumed run keeps its rung
 CHECKPOINT_URI = "checkpoint_uri"  # where an evaluation's checkpoint is, scheme included
 LINEAGE_DIR = "lineage"
+TRAIN_RUN = "train_run_id"  # Ray Train's id of the run that made a report (cluster.Withdraw)
 _DONE = "__distgan_fit_done__"
 
 
@@ -143,15 +144,16 @@ def _short(v: Any) -> str:
 
 
 class Forward(ray.train.UserCallback):
-    """Runs in Train's controller: each report (and its checkpoint's URI) onto the queue the
-    trial driver drains; a full queue holds the run until Tune has the previous report."""
+    """Runs in Train's controller: each report (its checkpoint's URI, the Train run's id) onto
+    the queue the trial driver drains; a full queue holds the run until Tune has the previous
+    report."""
 
     def __init__(self, queue: Queue):
         self.queue = queue
 
     def after_report(self, run_context, metrics, checkpoint):
         where = storage.uri(checkpoint.filesystem, checkpoint.path) if checkpoint else None
-        self.queue.put((metrics[0], where))
+        self.queue.put(({**metrics[0], TRAIN_RUN: run_context.run_id}, where))
 
 
 def to_tune(metrics: dict, eval_every: int) -> dict:

@@ -318,6 +318,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
         say(f"tuning job {job.name}: {job.trials} trials ({job.schedule().kind}), {base.scaling.num_workers} "
             f"worker(s) each, {job.max_concurrent} at a time, results in {job.experiment_dir}, MLflow "
             f"{tracking.redact(job.mlflow_uri)} (experiment {job.experiment!r}, parent run {parent})")
+        requests = cluster.Withdraw()
         try:
             cluster.scale_up(base, min(job.max_concurrent, job.trials), say, shared_data=shared)
             stats_at = ensure_real_stats(base, info, base.eval.cache_dir or storage.join(job.experiment_dir, "stats"), say)
@@ -330,7 +331,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
                 c.set_tag(parent, tracking.STUDY, study_location(job))
                 say(f"Optuna study: {study_location(job)} (optuna-dashboard {study_location(job)})")
             with stable_cwd():
-                results = build_tuner(job, found, ctx, restore=resume, callbacks=[table]).fit()
+                results = build_tuner(job, found, ctx, restore=resume, callbacks=[table, requests]).fit()
             # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
             # has them unfinished): a trial really ended only when its last result says done, or it erred.
             ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
@@ -344,6 +345,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
                 tracking.end_run(c, parent, "KILLED")
             raise
         finally:
+            requests.done()
             cluster.release()
             _copy_study(job)
     if all(r["stop_reason"] == "error" for r in result.rows):

@@ -23,7 +23,7 @@ from distgan import cluster, presets, sweep, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.report import trial_rows
-from distgan.trial import EVALS, TrialContext, lineage_file, read_lineage, settle_lineage
+from distgan.trial import EVALS, TRAIN_RUN, TrialContext, lineage_file, read_lineage, settle_lineage
 from distgan.tuning import JOB_FILE, STUDY_FILE, build_scheduler
 
 pytestmark = pytest.mark.slow
@@ -279,3 +279,22 @@ def test_a_trial_going_on_from_its_own_state_keeps_only_the_exploits_that_led_to
     path.unlink()
     settle_lineage(ctx, "t1", "trial-t1", None)  # never exploited: nothing written
     assert not path.exists()
+
+
+def test_a_train_runs_autoscaler_request_is_withdrawn_once_the_run_is_over(monkeypatch):
+    """Tune kills a trial's Train controller before it withdraws its request: the job does,
+    when the trial ends or goes on in a new Train run (a PBT exploit or pause), and at its end."""
+    gone = []
+    monkeypatch.setattr(cluster, "withdraw", gone.extend)
+    w = cluster.Withdraw()
+    t1, t2 = SimpleNamespace(trial_id="t1"), SimpleNamespace(trial_id="t2")
+    for trial, result in [(t1, {TRAIN_RUN: "a"}), (t1, {TRAIN_RUN: "a"}), (t2, {TRAIN_RUN: "b"}), (t1, {"step": 1})]:
+        w.on_trial_result(0, [], trial, result)
+    assert gone == []  # both runs still train
+    w.on_trial_result(0, [], t1, {TRAIN_RUN: "c"})
+    assert gone == ["a"]  # t1 went on in a new run
+    w.on_trial_complete(0, [], t2)
+    w.on_trial_error(0, [], t1)
+    assert gone == ["a", "b", "c"]
+    w.done()  # the job's end: every run it saw, whatever happened to the callbacks
+    assert sorted(gone[3:]) == ["a", "b", "c"]
