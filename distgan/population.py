@@ -32,7 +32,7 @@ class _Resumable:
 
     def on_trial_add(self, tune_controller, trial: Trial):
         super().on_trial_add(tune_controller, trial)
-        if not self._catch_up(trial, trial.last_result or {}):
+        if not self._catch_up(trial, trial.run_metadata.last_result):  # what Tune saved (no actor asked)
             return
         self._trial_state[trial].last_checkpoint = trial.checkpoint
         if self._synch:
