@@ -1,7 +1,7 @@
 """Ray Tune's PBT and PB2, made to survive a killed driver.
 
-Tune saves its trials on resume, not its scheduler: a resumed PBT starts with every trial at
-time 0. Synchronous PBT then waits forever (a paused trial already at the next sync point is
+Tune's experiment state holds its trials, not its scheduler: a resumed PBT starts with every
+trial at time 0. Synchronous PBT then waits for ever (a paused trial already at the next sync point is
 never chosen to run), and an exploit decided just before the kill is forgotten when the
 experiment state was saved before it. So each trial's scheduler state is rebuilt from its
 last result, and the experiment state is saved as soon as an exploit is decided, before the
