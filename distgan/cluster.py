@@ -172,7 +172,8 @@ class Withdraw(ray.tune.Callback):
     controller with it, before the controller withdraws what it asked the autoscaler for:
     Ray drops such a request only 180 s later and keeps nodes up for it. So each Train run's
     request is withdrawn here once the run is over: its trial ended, or went on in a new
-    run; at the job's end, every run's (`done`)."""
+    run; at the job's end every run's again (`done`), for a controller that refreshed its
+    request between its trial's end and its death."""
 
     def __init__(self):
         self.current: dict[str, str] = {}  # trial id -> the Train run it reports from

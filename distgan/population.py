@@ -1,9 +1,9 @@
 """Ray Tune's PBT and PB2, made to survive a killed driver.
 
 Tune's experiment state holds its trials, not its scheduler: a resumed PBT starts with every
-trial at time 0. Synchronous PBT then waits for ever (a paused trial already at the next sync point is
-never chosen to run), and an exploit decided just before the kill is forgotten when the
-experiment state was saved before it. So each trial's scheduler state is rebuilt from its
+trial at time 0. Synchronous PBT then waits for ever (a paused trial already at the next
+sync point is never chosen to run), and an exploit decided just before the kill is forgotten
+when the experiment state was saved before it. So each trial's scheduler state is rebuilt from its
 last result, and the experiment state is saved as soon as an exploit is decided, before the
 exploiting trial starts from its donor's checkpoint.
 
@@ -75,4 +75,3 @@ class ResumablePBT(_Resumable, PopulationBasedTraining):
 
 class ResumablePB2(_Resumable, PB2):
     pass
-

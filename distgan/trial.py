@@ -120,8 +120,8 @@ def settle_lineage(ctx: TrialContext, trial_id: str, run_name: str, run_id: str 
     recorded just before the job was killed, but which Tune resumed without (its experiment
     state was saved before the decision), is not the trial's history."""
     records = read_lineage(ctx.experiment_dir, trial_id)
-    kept = next((records[:i + 1] for i in range(len(records) - 1, -1, -1)
-                 if exploit_run(trial_id, records[i]) == run_name), [])
+    runs = [exploit_run(trial_id, r) for r in records]
+    kept = records[:runs.index(run_name) + 1] if run_name in runs else []
     if kept == records:
         return
     storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(kept, indent=2))

@@ -45,6 +45,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _steps(exp, trial: str, rec: dict) -> list[int]:
+    """The steps checkpointed by the Train run an exploit started."""
+    return sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(exp / "train" / exploit_run(trial, rec)))
+
+
 @pytest.mark.timeout(1200)
 def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_path):
     space = tmp_path / "pbt.yaml"
@@ -82,7 +87,7 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
     for trial, records in lineage.items():
         for rec in records:
             assert rec["from_trial"] != trial and rec["from_trial"] in set(table["trial_id"])
-            steps = sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(exp / "train" / exploit_run(trial, rec)))
+            steps = _steps(exp, trial, rec)
             assert steps and min(steps) > rec["step"], (trial, rec, steps)  # went on, not restarted
     trial, (rec, *_) = next((t, r) for t, r in lineage.items() if r)
     assert int(table.set_index("trial_id").loc[trial, "evals"]) == 2
@@ -131,7 +136,7 @@ def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session,
     assert rec["params"]["train.n_d"] == rec["from_params"]["train.n_d"] == 2  # the better start's
     for key in ("optim.lr_g", "optim.lr_d"):
         assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
-    steps = sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(exp / "train" / exploit_run(trial, rec)))
+    steps = _steps(exp, trial, rec)
     assert steps == [200]  # went on from the donor's step 100
     c = MlflowClient(mlflow_server)
     (parent,) = c.search_runs([c.get_experiment_by_name("pb2-default").experiment_id],
