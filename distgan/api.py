@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,6 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
     if not str(out).lower().endswith(".png"):
         raise ConfigError(f"--out {out}: expected a .png file")
     if Path(out).exists() and not force:
-        raise FileExistsError(f"--out {out}: exists (--force replaces it)")
+        raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", f"--out {out}")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
         return registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from distgan.config import ConfigError, RunConfig
+from distgan.config import ConfigError, InputError, RunConfig
 from distgan.metrics import registry
 from distgan.metrics.detectors import file_sha256, resolve_name
 from distgan.storage import fsync_dir
@@ -35,7 +35,7 @@ def dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A missing or unreadable checkpoint; one line naming the path."""
 
 

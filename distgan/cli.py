@@ -10,6 +10,7 @@ address; 130 interrupted. Nothing existing is overwritten or deleted unless --fo
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _positive(name: str, kind=int, minimum: float = 1):
+def _positive(name: str, kind=int, minimum: float = 1, maximum: float | None = None):
     def parse(text: str):
         try:
             value = kind(text)
@@ -44,6 +45,8 @@ def _positive(name: str, kind=int, minimum: float = 1):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
         if not value >= minimum or value != value or value in (float("inf"),):
             raise argparse.ArgumentTypeError(f"{text} must be a finite number >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {maximum}")
         return value
     parse.__name__ = name
     return parse
@@ -250,7 +253,7 @@ def cmd_detector_train(a: argparse.Namespace) -> None:
     from distgan.detector_train import train_lenet
 
     if Path(a.out).exists() and not a.force:
-        raise FileExistsError(f"--out {a.out}: exists (--force replaces it; the shipped weights live in the package)")
+        raise FileExistsError(errno.EEXIST, "exists (--force replaces it; the shipped weights live in the package)", f"--out {a.out}")
     command = "distgan detector train " + " ".join(sys.argv[3:])
     card = train_lenet(a.data, a.out, epochs=a.epochs, seed=a.seed, command=command)
     print(json.dumps(card, indent=2))
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
              "distgan ui --stop")
     _tracking_args(ui, "sqlite:///outputs/mlflow.db", experiment=False)
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=_positive("port", int, 1), default=5000)
+    ui.add_argument("--port", type=_positive("port", int, 1, 65535), default=5000)
     ui.add_argument("--allowed-hosts", help="Host headers the server accepts (needed beyond loopback)")
     ui.add_argument("--stop", action="store_true", help="stop the server that serves the store (make demo leaves one)")
     ui.set_defaults(fn=cmd_ui)
@@ -413,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
              "distgan demo --resume outputs/tune/JOB")
     de.add_argument("--out", default="outputs")
     de.add_argument("--trials", type=_positive("trials"), help="default: tune_spaces/demo.yaml's budget")
-    de.add_argument("--port", type=_positive("port", int, 1), default=5000,
+    de.add_argument("--port", type=_positive("port", int, 1, 65535), default=5000,
                     help="the MLflow server's port (left running for the UI)")
     de.add_argument("--eval-n", type=_positive("eval_n", int, 6), default=5000, help="samples of the promoted distance")
     de.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted demo job")
@@ -467,17 +470,20 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _expected() -> tuple[type[BaseException], ...]:
-    """What bad input or an unreachable service raises: one line, exit 2."""
+def _expected(e: BaseException) -> bool:
+    """Bad input distgan found, a file the OS named, or a service that failed: one line,
+    exit 2. Anything else is a bug in distgan and keeps its traceback."""
     import yaml
 
-    kinds: list[type[BaseException]] = [ValueError, OSError, yaml.YAMLError]
+    from distgan.config import InputError
+
+    kinds: list[type[BaseException]] = [InputError, yaml.YAMLError, ConnectionError, TimeoutError]
     mods = [("mlflow.exceptions", "MlflowException"), ("requests.exceptions", "RequestException"),
-            ("pyarrow.lib", "ArrowException")]
+            ("pyarrow.lib", "ArrowException"), ("distgan.storage", "StorageError")]
     for mod, name in mods:
         if mod in sys.modules:  # only those already imported can have been raised
             kinds.append(getattr(sys.modules[mod], name))
-    return tuple(kinds)
+    return isinstance(e, tuple(kinds)) or (isinstance(e, OSError) and e.filename is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distgan: failed: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        if debug or not isinstance(e, _expected()):
+        if debug or not _expected(e):
             raise
         print(f"distgan: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -33,11 +34,29 @@ def connect() -> None:
     workers inherit RAY_DATA_LOG_LEVEL, so Ray Data's per-epoch INFO lines go to the logs."""
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        address = check_address()
         try:
-            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)
         except ConnectionError as e:
             raise ConfigError(f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}: cannot connect to Ray "
                               f"({str(e).splitlines()[0]})") from None
+
+
+def check_address(timeout: float = 5.0) -> str:
+    """RAY_ADDRESS (else `local`), checked before anything is written: a HOST:PORT (or
+    ray://HOST:PORT) must accept a connection, where Ray's own client retries for minutes."""
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if address in ("local", "auto"):
+        return address
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS {address}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"RAY_ADDRESS {address}: no Ray cluster answers there ({e.strerror or type(e).__name__}; "
+                          "start one with `ray start --head`, or unset RAY_ADDRESS for a local one)") from None
+    return address
 
 
 @dataclass(frozen=True)

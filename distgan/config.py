@@ -27,7 +27,12 @@ SWITCH = ("auto", "on", "off")
 FIXED_ON_RESUME = ("data.", "model.", "eval.num_samples", "eval.detector")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input distgan found itself (a key, file, value or address): the command line
+    prints its one-line message and exits 2. Other exceptions are bugs and show where."""
+
+
+class ConfigError(InputError):
     """A bad configuration value; its message is one line that names the dotted key."""
 
 

@@ -4,6 +4,7 @@ every node reads, and checkpoints go to the run's storage (a path or a URI)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -183,10 +184,11 @@ def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bo
             raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run in {run_dir} ({RAY_SNAPSHOT} missing)")
         check_resume(saved_config(out, remote=True), cfg)
     elif exists and not force:
-        raise FileExistsError(f"{run_dir}: already holds a run (--resume {out} continues it, --force replaces it)")
+        raise FileExistsError(errno.EEXIST, f"already holds a run (--resume {out} continues it, --force replaces it)", run_dir)
     elif exists and storage.is_uri(location):
         raise ConfigError(f"--force: the run in {run_dir} is in object storage, where it cannot be moved aside; "
                           "give another --out name (or delete it yourself)")
+    cluster.check_address()
     data_dir = resolve_data(cfg, str(out))
     info = inspect(data_dir)
     check_data_matches(cfg, info)

@@ -10,6 +10,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable
@@ -141,7 +142,7 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
         for note in restored[4]:
             say(f"skipping a damaged checkpoint: {note}; resuming from {restored[0].name}")
     elif has_run(out) and not force:
-        raise FileExistsError(f"{out}: already holds a run (--resume {out} continues it, --force replaces it)")
+        raise FileExistsError(errno.EEXIST, f"already holds a run (--resume {out} continues it, --force replaces it)", str(out))
     # everything is validated before the run directory is touched
     data_dir = resolve_data(cfg, str(out))
     x, y, info = load_all(data_dir, raw=True)

@@ -123,7 +123,9 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = fetch_checkpoint(best.data.tags[tracking.BEST_CHECKPOINT], tmp)
         sha = file_sha256(ckpt / checkpoint.STATE)
-        known = [v for v in c.search_model_versions(f"name = '{model_name}'") if v.tags.get(SHA_TAG) == sha]
+        name = tracking.literal(model_name)  # a name with both quotes: every version, matched here
+        versions = c.search_model_versions(f"name = {name}" if name else None)
+        known = [v for v in versions if v.name == model_name and v.tags.get(SHA_TAG) == sha]
         if known:
             c.set_registered_model_alias(model_name, alias, known[0].version)
             return {"version": known[0].version, "new": False, **known[0].tags}

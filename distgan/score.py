@@ -10,7 +10,7 @@ import torch
 
 from distgan import checkpoint
 from distgan.config import ConfigError, RunConfig
-from distgan.data.schema import inspect
+from distgan.data.schema import DataError, inspect
 from distgan.engine import GANEngine
 from distgan.local import pick_device
 from distgan.metrics import detectors, registry
@@ -55,7 +55,9 @@ def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_rep
         other = real_stats(fake, det, n, allow_repeat=allow_repeat, batch=batch, seed=FAKE_SEED, device=dev,
                            progress=progress)
         metrics = evaluator.metrics(other.features.to(dev), torch.from_numpy(other.pred) if det.has_classes else None)
-    metrics.pop("diverged", None)
+    if metrics.pop("diverged", 0.0):  # the run's stand-in for a diverged trial is no score of a data set
+        what = "the generator's samples" if generator else "its samples"
+        raise DataError(f"--fake {fake}: {what} are not finite (NaN or inf): there is no distance to report")
     return {"detector": det.id, "n": n, "protocol": evaluator.fd_key, **metrics}
 
 

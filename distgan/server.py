@@ -1,19 +1,21 @@
 """The local `mlflow server` in front of an SQLite store: one writer for every process of a
-job (several trials writing one SQLite file race), reused when one already serves the store,
-and gone when the command that started it is gone, even after SIGKILL.
+job (several trials writing one SQLite file race), shared by every command that serves the
+same store, and gone when the last of them is gone, even after SIGKILL.
 
-The server runs under a watchdog (`python -m distgan.server`): the watchdog starts it in a
-process group of its own, asks the kernel to signal the watchdog when its owner dies
-(PR_SET_PDEATHSIG), polls the owner as well, and then stops the whole group. A pid file
-beside the store (mlflow-server.json: pid, host, port) lets a second command find the running
-server instead of starting another on the same file.
+A pid file beside the store (mlflow-server.json: pid, host, port, owners) lets a second
+command find the running server instead of starting another on the same file; it joins the
+owners, and the server stops when no owner is alive. The server runs under a watchdog
+(`python -m distgan.server`) in a process group of its own, which polls the owners and
+stops the group when the last one is gone. A server started without an owner (the demo's,
+for the UI) stays until `distgan ui --stop`. Joining, leaving and stopping hold a lock file,
+so a command never joins a server that is stopping.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -29,8 +31,9 @@ from distgan.config import ConfigError
 
 ARTIFACTS_DIR = "mlartifacts"
 PID_FILE = "mlflow-server.json"
+LOCK_FILE = "mlflow-server.lock"
 START_S = 60
-PR_SET_PDEATHSIG = 1
+POLL_S = 0.5
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -74,21 +77,56 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
     raise ConfigError(f"{url}: the MLflow server is not healthy after {timeout:.0f} s")
 
 
+def record(db: Path) -> dict | None:
+    """The pid file's record of the server on this store, if any."""
+    try:
+        info = json.loads((db.parent / PID_FILE).read_text())
+        return info if isinstance(info, dict) and {"pid", "host", "port"} <= set(info) else None
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a stopped server its starter has not reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
 def running(db: Path) -> str | None:
     """The URL of a healthy server already serving this store (from its pid file)."""
-    pid_file = db.parent / PID_FILE
-    try:
-        info = json.loads(pid_file.read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+    info = record(db)
+    if info is None or not alive(int(info["pid"])):
         return None
     url = f"http://{info['host']}:{info['port']}"
     return url if healthy(url) else None
 
 
+@contextlib.contextmanager
+def locked(db: Path) -> Iterator[None]:
+    with open(db.parent / LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_record(db: Path, info: dict) -> None:
+    from distgan.storage import atomic_write_local
+
+    atomic_write_local(db.parent / PID_FILE, json.dumps(info).encode())
+
+
 def start(db: Path, host: str = "127.0.0.1", port: int = 0, owner: int | None = None,
           artifacts: str | None = None) -> tuple[str, subprocess.Popen]:
-    """A server on `db`; with an owner pid it is stopped when the owner dies."""
+    """A server on `db`; with an owner pid it is stopped when its owners are gone."""
     db = db.resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
@@ -105,9 +143,7 @@ def start(db: Path, host: str = "127.0.0.1", port: int = 0, owner: int | None = 
     except BaseException:
         stop(proc)
         raise
-    from distgan.storage import atomic_write_local
-
-    atomic_write_local(db.parent / PID_FILE, json.dumps({"pid": proc.pid, "host": host, "port": port}).encode())
+    _write_record(db, {"pid": proc.pid, "host": host, "port": port, **({"owners": [owner]} if owner else {})})
     return url, proc
 
 
@@ -123,30 +159,58 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def stop_pid(pid: int, timeout: float = 25) -> None:
+    """Stop a server's process group that this process did not start (no Popen to wait on)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def serving(db: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """The URL of a server on `db` for the length of the block: a running one reused (and left
-    running), else one started here and stopped at the end, or when this process dies."""
-    url = running(db)
-    if url is not None:
-        yield url
-        return
-    url, proc = start(db, host, owner=os.getpid())
+    """The URL of a server on `db` for the length of the block: a running one joined, else
+    one started here; it stops when its last owner leaves or dies."""
+    db = db.resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    me = os.getpid()
+    with locked(db):
+        url = running(db)
+        if url is None:
+            url, _ = start(db, host, owner=me)
+        else:
+            info = record(db)
+            if "owners" in info:  # a standing server (no owners) is only used
+                _write_record(db, {**info, "owners": sorted({*filter(alive, info["owners"]), me})})
     try:
         yield url
     finally:
-        stop(proc)
-        with contextlib.suppress(OSError):
-            pid_file = db.resolve().parent / PID_FILE
-            if json.loads(pid_file.read_text()).get("pid") == proc.pid:
-                pid_file.unlink()
+        leave(db, me)
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the owner poll below still applies
-        pass
+def leave(db: Path, owner: int) -> None:
+    """`owner` is done with the server: the last owner out stops it."""
+    with locked(db):
+        info = record(db)
+        if info is None or owner not in info.get("owners", []):
+            return
+        rest = [o for o in info["owners"] if o != owner and alive(o)]
+        if rest:
+            _write_record(db, {**info, "owners": rest})
+            return
+        (db.parent / PID_FILE).unlink(missing_ok=True)
+    stop_pid(int(info["pid"]))
+
+
+def _owners_gone(db: Path, first_owner: int) -> bool:
+    """No owner of this watchdog's server is alive (the pid file names them once written)."""
+    info = record(db)
+    mine = info is not None and info.get("pid") == os.getpid()
+    return not any(map(alive, info.get("owners", []) if mine else [first_owner]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,12 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--owner", type=int, help="stop when this pid is gone")
+    p.add_argument("--owner", type=int, help="stop when this pid (and every owner that joined) is gone")
     p.add_argument("--artifacts")
     a = p.parse_args(argv)
-    if a.owner is not None:
-        _die_with_parent()
-    child = subprocess.Popen(command(Path(a.db), a.host, a.port, artifacts=a.artifacts), start_new_session=True,
+    db = Path(a.db)
+    child = subprocess.Popen(command(db, a.host, a.port, artifacts=a.artifacts), start_new_session=True,
                              env=env())
     done = {"stop": False}
 
@@ -170,12 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     while not done["stop"] and child.poll() is None:
-        if a.owner is not None:
-            try:
-                os.kill(a.owner, 0)
-            except ProcessLookupError:
-                break
-        time.sleep(0.5)
+        if a.owner is not None and _owners_gone(db, a.owner):
+            with locked(db):  # no command may join while the decision is made
+                if _owners_gone(db, a.owner):
+                    info = record(db)
+                    if info is not None and info.get("pid") == os.getpid():
+                        (db.parent / PID_FILE).unlink(missing_ok=True)
+                    break
+        time.sleep(POLL_S)
     stop(child)
     return child.returncode or 0
 

@@ -9,6 +9,7 @@ and never travel with a location.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import tempfile
@@ -98,7 +99,7 @@ def read_bytes(location: str | os.PathLike) -> bytes:
         raise
     except OSError as e:
         if "not found" in str(e).lower() or "does not exist" in str(e).lower():
-            raise FileNotFoundError(f"{location}: no such file") from None
+            raise FileNotFoundError(errno.ENOENT, "no such file", location) from None
         raise StorageError(f"{location}: {first_line(e)}") from None
 
 
@@ -175,7 +176,7 @@ def download(location: str | os.PathLike, local: str | os.PathLike) -> Path:
     dest = Path(local)
     info = _info(fs, path, location)
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{location}: no such file or directory")
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", location)
     if info.type == pafs.FileType.File:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(read_bytes(location))

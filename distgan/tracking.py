@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -155,9 +156,28 @@ def experiment_id(c, name: str) -> str:
         return c.get_experiment_by_name(name).experiment_id
 
 
+def literal(value: str) -> str | None:
+    """`value` as an MLflow filter string, quoted with the quote it lacks (MLflow's filters
+    have no escapes); None when it holds both."""
+    quote = next((q for q in ("'", '"') if q not in value), None)
+    return None if quote is None else f"{quote}{value}{quote}"
+
+
+def tag_filter(tags: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """An MLflow filter for these tags, and the tags it cannot hold (matched by the caller)."""
+    clauses, left = [], {}
+    for k, v in tags.items():
+        if literal(v) is None:
+            left[k] = v
+        else:
+            clauses.append(f"tags.`{k}` = {literal(v)}")
+    return " and ".join(clauses), left
+
+
 def find_run(c, exp_id: str, tags: dict[str, str]) -> str | None:
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = c.search_runs([exp_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    query, left = tag_filter(tags)
+    runs = c.search_runs([exp_id], query, max_results=1 if not left else 10000, order_by=["attributes.start_time DESC"])
+    runs = [r for r in runs if all(r.data.tags.get(k) == v for k, v in left.items())]
     return runs[0].info.run_id if runs else None
 
 
@@ -188,8 +208,8 @@ def log_evaluation(c, run_id: str, metrics: dict[str, Any], step: int, grid: Pat
     now = timestamp or int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-    c.log_batch(run_id, metrics=batch)
-    if grid is not None and Path(grid).is_file():
+    c.log_batch(run_id, metrics=batch)  # the store drops a metric it holds with the same timestamp
+    if grid is not None and Path(grid).is_file() and not (timestamp and has_image(c, run_id, step)):
         from PIL import Image
 
         with Image.open(grid) as im:
@@ -197,6 +217,13 @@ def log_evaluation(c, run_id: str, metrics: dict[str, Any], step: int, grid: Pat
     for key in TAGGED:
         if metrics.get(key):
             c.set_tag(run_id, key, metrics[key])
+
+
+def has_image(c, run_id: str, step: int) -> bool:
+    """Whether the run holds its sample grid of `step` (log_image names its files
+    `images/samples+step+<step>+…`, with % for + in older MLflow)."""
+    name = re.compile(rf"^samples[+%]step[+%]{step}[+%]")
+    return any(name.match(f.path.split("/")[-1]) for f in c.list_artifacts(run_id, "images"))
 
 
 @dataclass(frozen=True)
@@ -252,7 +279,9 @@ class RunLog:
         storage.write_text(storage.join(self.spool, f"{name}.json"), json.dumps(record))
 
     def replay(self, c=None) -> int:
-        """Log what the spool holds, oldest first, removing each entry once logged."""
+        """Log what the spool holds, oldest first, removing each entry once logged. A replay cut
+        between the two logs it again harmlessly: each entry keeps its first timestamp and
+        a grid already there is not logged twice."""
         if not self.spool:
             return 0
         names = [n for n in storage.list_dir(self.spool) if n.endswith(".json")]
@@ -338,7 +367,7 @@ def end_run(c, run_id: str, status: str) -> None:
 
 
 def child_runs(c, exp_id: str, parent_id: str) -> list:
-    return list(c.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=10000))
+    return list(c.search_runs([exp_id], tag_filter({PARENT: parent_id})[0], max_results=10000))
 
 
 def kill_running_children(c, exp_id: str, parent_id: str) -> None:

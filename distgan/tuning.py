@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -146,10 +147,11 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
     spec.update({k: v for k, v in scheduler.items() if v is not None})
     if sweep.SchedulerSpec(**spec).validate("--").kind == "pb2":
         found.bounds()
+    cluster.check_address()
     location = storage.check_writable(location or os.environ.get(STORAGE_ENV) or "outputs/tune", "--storage")
     name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if storage.exists(storage.join(location, name, JOB_FILE)):
-        raise FileExistsError(f"{storage.join(location, name)}: a tuning job exists there (use --resume)")
+        raise FileExistsError(errno.EEXIST, "a tuning job exists there (use --resume)", storage.join(location, name))
     uri = tracking.check_uri(base.tracking.mlflow_uri or tracking.default_uri())
     tracking.check_reachable(uri)
     data_dir = resolve_data(base, storage.join(location, name))

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -56,6 +57,9 @@ def workspace(tmp_path_factory, mnist_dir):
     (ws / "grid.png").write_bytes(b"\x89PNG an existing picture")
     (ws / "lenet.pt").write_bytes(b"weights someone trained")
     (ws / "distgan").mkdir()  # a working dir that looks like a checkout
+    nan = np.full((600, 2), np.nan, np.float32)  # points a diverged generator wrote out
+    prepare.write_shards(str(ws / "nanpoints"), "ring8", "float32", 8, [p.tobytes() for p in nan],
+                         np.zeros(600, np.int64), (1, 2, 1))
     return ws
 
 
@@ -148,6 +152,7 @@ CASES = [
     (["fid", "--real", "mnist", "--fake", "ring8", "--n", "500"], ["--fake ring8", "(2,)"]),
     (["fid", "--real", "mnist", "--fake", "damaged", "--n", "500"], ["damaged", "checksum mismatch"]),
     (["fid", "--real", "mnist", "--fake", "mnist", "--detector", "vgg"], ["--detector", "vgg"]),
+    (["fid", "--real", "ring8", "--fake", "nanpoints", "--n", "500"], ["--fake nanpoints", "not finite"]),
     # --- data prepare
     (["data", "prepare", "mnist-embedded", "--out", "mnist"], ["mnist", "--force"]),
     (["data", "prepare", "ring8", "--out", "ring8", "--n", "0", "--force"], ["--n", "0"]),
@@ -193,6 +198,7 @@ CASES = [
     (["ui", "--host", "0.0.0.0"], ["--host 0.0.0.0", "--allowed-hosts"]),
     (["ui", "--mlflow-uri", "{server}"], ["already a server"]),
     (["ui", "--port", "0"], ["--port", "0"]),
+    (["ui", "--port", "99999"], ["--port", "99999", "65535"]),
 ]
 
 

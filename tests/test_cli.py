@@ -103,3 +103,38 @@ def test_fid_of_a_checkpoint_matches_the_evaluation_that_wrote_it(smoke_run, mni
     result = json.loads(capsys.readouterr().out)
     assert result["fd_lenet500"] == pytest.approx(logged["fd_lenet500"], rel=1e-9)
     assert result["classes_covered"] == logged["classes_covered"]
+
+
+@pytest.mark.parametrize("command", [["train", *SMOKE, "--workers", "1", "--out", "run"],
+                                     ["tune", "--preset", "mnist_smoke", "--space", "tune_spaces/dcgan-core.yaml",
+                                      "--storage", "tune"]])
+def test_an_address_where_no_ray_answers_is_one_line_within_seconds(tmp_path, command):
+    import shutil
+    import time
+
+    from distgan.server import free_port
+
+    shutil.copytree("tune_spaces", tmp_path / "tune_spaces")
+    env = {**__import__("os").environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}", "MLFLOW_TRACKING_URI": ""}
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", *command], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert time.monotonic() - t0 < 60  # Ray's own client retries for minutes
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert "RAY_ADDRESS 127.0.0.1:" in lines[0] and "no Ray cluster answers there" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tune_spaces"]  # nothing written
+
+
+def test_a_bug_in_distgan_keeps_its_traceback(monkeypatch, capsys):
+    from distgan import api
+
+    def broken(*args, **kwargs):
+        return {}["no such key"]  # what a slip in distgan's own code raises
+
+    monkeypatch.setattr(api, "config", broken)
+    with pytest.raises(KeyError):
+        main(["config", "show"])
+    monkeypatch.setattr(api, "config", lambda *a, **k: int("x"))  # a ValueError that is no input of the user's
+    with pytest.raises(ValueError, match="invalid literal"):
+        main(["config", "show"])

@@ -200,3 +200,13 @@ def test_fid_command_prints_every_metric(mnist_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "distgan.cli", "fid", "--real", str(mnist_dir), "--fake",
                           str(mnist_dir), "--n", "6000"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--allow-repeat" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_kid_spread_is_real_when_the_subset_is_as_large_as_the_sets():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(400, 16, generator=g), torch.randn(400, 16, generator=g) + 0.2
+    mean, std = kid(real, fake, num_subsets=30, subset_size=1000)  # 1000 > 400: every subset would be the set
+    half_mean, half_std = kid(real, fake, num_subsets=30, subset_size=200)
+    assert std > 1e-4 and std == pytest.approx(half_std) and mean == pytest.approx(half_mean)
+    whole, spread = kid(real, fake, num_subsets=1, subset_size=400)  # one subset: the whole set, as asked
+    assert spread == 0 and abs(whole - mean) < 3 * std

@@ -185,3 +185,30 @@ def test_a_model_with_a_code_folder_is_refused_and_runs_nothing(mlflow_server, t
     assert sys.path == before  # its code folder never reached the import path
     import importlib.util
     assert importlib.util.find_spec("booby_trap") is None and not MARKER.exists()
+
+
+def test_job_names_with_quotes_find_their_own_runs(mlflow_server):
+    c = MlflowClient(mlflow_server)
+    exp_id = tracking.experiment_id(c, "quotes")
+    names = ["it's", 'say "hi"', "both ' and \"", "its"]
+    ids = {n: tracking.open_run(c, exp_id, {tracking.KIND: "tuning-job", tracking.JOB: n}, n) for n in names}
+    assert len(set(ids.values())) == len(names)
+    for n in names:  # each found again (reused), none mistaken for another
+        assert tracking.find_run(c, exp_id, {tracking.KIND: "tuning-job", tracking.JOB: n}) == ids[n]
+
+
+def test_a_replay_cut_before_it_deleted_its_entry_logs_nothing_twice(mlflow_server, tmp_path):
+    c = MlflowClient(mlflow_server)
+    run_id = c.create_run(tracking.experiment_id(c, "spool")).info.run_id
+    grid = tmp_path / "grid.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(grid)
+    log = tracking.RunLog(mlflow_server, run_id, str(tmp_path / "spool"))
+    log._spool({"fd_lenet500": 12.5, "loss_d": 0.7}, 40, grid)
+    entries = {p.name: p.read_bytes() for p in (tmp_path / "spool").iterdir()}
+    assert log.replay(c) == 1 and not list((tmp_path / "spool").iterdir())
+    for name, data in entries.items():  # as if the process died after logging, before deleting
+        (tmp_path / "spool" / name).write_bytes(data)
+    assert log.replay(c) == 1
+    assert [m.value for m in c.get_metric_history(run_id, "fd_lenet500")] == [12.5]
+    images = [f.path for f in c.list_artifacts(run_id, "images") if "step+40+" in f.path or "step%40%" in f.path]
+    assert len([p for p in images if p.endswith(".png")]) == 1, images

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distgan import storage
+from distgan.config import InputError
 
 ENCODINGS = ("uint8", "png", "float32")
 META_KEY = b"distgan"
@@ -32,7 +33,7 @@ SCHEMA = pa.schema([
 ])
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad or missing data; the message is one line naming the file or directory."""
 
 

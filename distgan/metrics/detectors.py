@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from distgan.config import InputError
 from distgan.models.lenet import LeNet
 
 LENET_WEIGHTS = "lenet_mnist.pt"
 
 
-class DetectorError(ValueError):
+class DetectorError(InputError):
     """The detector cannot be used: missing weights or extra, or inputs of the wrong shape."""
 
 

@@ -19,12 +19,20 @@ def _cubic_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return k.mul_(k).mul_(base)
 
 
+def subset_size_for(subset_size: int, n_real: int, n_fake: int, num_subsets: int) -> int:
+    """Several subsets as large as the smaller set would all be that set, and their spread
+    would read ~0: they get half of it instead (the estimate is unbiased at any size)."""
+    m = min(subset_size, n_real, n_fake)
+    return m // 2 if num_subsets > 1 and m == min(n_real, n_fake) else m
+
+
 def kid(real, fake, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     real, fake = (torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t) for t in (real, fake))
     real, fake = real.to(torch.float64), fake.to(real.device, torch.float64)
-    m = min(subset_size, len(real), len(fake))
+    m = subset_size_for(subset_size, len(real), len(fake), num_subsets)
     if m < 2:
-        raise ValueError(f"KID needs at least 2 samples on each side, got {len(real)} and {len(fake)}")
+        raise ValueError(f"KID needs at least {2 if num_subsets == 1 else 4} samples on each side, got {len(real)} "
+                         f"and {len(fake)}")
     rng = np.random.default_rng(seed)
     values = torch.empty(num_subsets, dtype=torch.float64, device=real.device)
     for i in range(num_subsets):
