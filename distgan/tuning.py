@@ -36,7 +36,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianSt
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
-from distgan import cluster, storage, sweep, tracking
+from distgan import cluster, storage, study, sweep, tracking
 from distgan.config import ConfigError, RunConfig, RunFailed
 from distgan.data.schema import inspect
 from distgan.launch import STORAGE_ENV, dataset, ensure_real_stats, fd_key, should_materialize
@@ -45,7 +45,6 @@ from distgan.trial import EVALS, TrialContext, read_lineage, trial_driver
 
 OBJECTIVE = "fd_best"
 JOB_FILE = "distgan_job.json"
-STUDY_FILE = "optuna.journal"
 TRIAL_DRIVER_MEMORY = 512 * 1024 ** 2
 DEFAULT_TRIALS = 16
 
@@ -206,15 +205,6 @@ class StopReasonStopper(Stopper):
         return False
 
 
-def study_location(job: JobSpec) -> str:
-    """The journal file of the job's Optuna study: in a local experiment directory, else in
-    this machine's cache (a journal needs a local file; a copy goes to the experiment dir)."""
-    if not storage.is_uri(job.experiment_dir):
-        return storage.join(job.experiment_dir, STUDY_FILE)
-    return str(Path(os.environ.get("DISTGAN_CACHE", Path.home() / ".cache" / "distgan")) / "studies"
-               / f"{job.name}.journal")
-
-
 def _explore_within(params: list[sweep.Param]):
     """PBT's explore multiplies values by 0.8 or 1.2 without looking at bounds: clip them."""
     by_key = {p.key: p for p in params}
@@ -271,16 +261,12 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
                                        max_concurrent=job.max_concurrent)
     else:
         import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
         from ray.tune.search.optuna import OptunaSearch
 
-        journal = Path(study_location(job))
-        journal.parent.mkdir(parents=True, exist_ok=True)
         searcher = OptunaSearch(space=functools.partial(found.sample, base=flat), metric=OBJECTIVE, mode="min",
                                 sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
                                 points_to_evaluate=found.start or None, study_name=job.name,
-                                storage=JournalStorage(JournalFileBackend(str(journal))))
+                                storage=study.journal(job.experiment_dir, job.name))
         search = ConcurrencyLimiter(searcher, job.max_concurrent)
     # PBT copies a donor's latest checkpoint when the exploiting trial restarts: keep a few, so
     # the donor's newer reports cannot delete it first (Ray warns about <= 2)
@@ -329,11 +315,16 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
                                job.schedule().kind in sweep.POPULATION, tuple(p.key for p in found.params),
                                echo=not table.tty, dataset=data)
+            callbacks = [table, requests]
             if job.schedule().kind not in sweep.POPULATION:
-                c.set_tag(parent, tracking.STUDY, study_location(job))
-                say(f"Optuna study: {study_location(job)} (optuna-dashboard {study_location(job)})")
+                where = storage.join(job.experiment_dir, study.STUDY_FILE)
+                c.set_tag(parent, tracking.STUDY, where)
+                say(f"Optuna study: {where} (optuna-dashboard {study.location(job.experiment_dir, job.name)})")
+                callbacks.append(study.Sync(job.experiment_dir, job.name))
+                if resume:
+                    study.fetch(job.experiment_dir, job.name)
             with stable_cwd():
-                results = build_tuner(job, found, ctx, restore=resume, callbacks=[table, requests]).fit()
+                results = build_tuner(job, found, ctx, restore=resume, callbacks=callbacks).fit()
             # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
             # has them unfinished): a trial really ended only when its last result says done, or it erred.
             ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
@@ -349,16 +340,10 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
         finally:
             requests.done()
             cluster.release()
-            _copy_study(job)
+            study.push(job.experiment_dir, job.name)
     if all(r["stop_reason"] == "error" for r in result.rows):
         raise JobFailed(f"every one of the {len(result.rows)} trials failed: see their error files above")
     return result
-
-
-def _copy_study(job: JobSpec) -> None:
-    local = study_location(job)
-    if storage.is_uri(job.experiment_dir) and Path(local).is_file():
-        storage.upload(local, storage.join(job.experiment_dir, STUDY_FILE))
 
 
 def open_parent_run(c, exp_id: str, job: JobSpec, found: sweep.Sweep) -> str:
@@ -396,17 +381,10 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
         say(report.format_lineage(rows[0]["trial_id"], lineage))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        study = None
-        if job.schedule().kind not in sweep.POPULATION and Path(study_location(job)).is_file():
-            import optuna
-            from optuna.storages import JournalStorage
-            from optuna.storages.journal import JournalFileBackend
-
-            study = optuna.load_study(study_name=job.name,
-                                      storage=JournalStorage(JournalFileBackend(study_location(job))))
-        study = study or report.optuna_study(rows, {p.key: p.distribution() for p in found.params})
+        searched = study.load(job.experiment_dir, job.name) if job.schedule().kind not in sweep.POPULATION else None
+        searched = searched or report.optuna_study(rows, {p.key: p.distribution() for p in found.params})
         files = [report.write_csv(rows, out / "trials.csv", keys), report.plot_curves(rows, key, out / "fd_curves.png"),
-                 *report.plot_optuna(study, out, say)]
+                 *report.plot_optuna(searched, out, say)]
         for f in files:
             storage.upload(f, storage.join(job.experiment_dir, f.name))
         spools = {r["trial_id"]: r["spools"] for r in rows}
@@ -418,4 +396,4 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
                       best=best["best"] if best else math.inf, best_trial_id=best["trial_id"] if best else "",
                       best_config=base.with_overrides(best["params"]).to_dict() if best else {},
                       best_checkpoint=best["checkpoint"] if best else "", parent_run_id=parent, trials=trials,
-                      study=study_location(job) if job.schedule().kind not in sweep.POPULATION else "", rows=rows)
+                      study=storage.join(job.experiment_dir, study.STUDY_FILE) if job.schedule().kind not in sweep.POPULATION else "", rows=rows)

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import boto3
+import optuna
 import pandas as pd
 import pytest
 from PIL import Image
 
-from distgan import server, storage
+from distgan import server, storage, study
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +74,8 @@ def test_tuning_job_in_object_storage_resumes_promotes_and_samples(ray_session, 
         assert "] step 10 |" in first, first[-3000:]
         assert first.count("real statistics: computed") == 1, first[-3000:]  # once for the job, not per trial
         job = s3.uri("tune", "s3job")
+        assert "tune/s3job/optuna.journal" in _keys(s3, "tune/s3job/")  # the study was in storage before the kill
+        Path(study.location(job, "s3job")).unlink()  # resumed as on another machine: no local copy
         r = _cli("tune", "--resume", job, env=env, timeout=900)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "real statistics: computed" not in r.stdout and "real statistics: cache" in r.stdout
@@ -82,6 +85,9 @@ def test_tuning_job_in_object_storage_resumes_promotes_and_samples(ray_session, 
         assert len([k for k in keys if k.startswith("tune/s3job/stats/") and k.endswith(".npz")]) == 1
         table = pd.read_csv(storage.download(storage.join(job, "trials.csv"), tmp_path / "trials.csv"))
         assert len(table) == 2 and (table["evals"] == 3).all()
+        journal = storage.download(storage.join(job, study.STUDY_FILE), tmp_path / "study" / study.STUDY_FILE)
+        searched = study.load(str(tmp_path / "study"), "s3job")  # the one study, continued, both trials told
+        assert [t.state for t in searched.trials] == [optuna.trial.TrialState.COMPLETE] * 2, journal
         for ckpt in table["checkpoint"]:  # every trial's best checkpoint, with its scheme, in the bucket
             assert ckpt.startswith(job + "/train/trial-") and f"{ckpt[len(s3.uri()) + 1:]}/state.pt" in keys
         r = _cli("promote", "--mlflow-uri", url, "--experiment", "s3test", "--eval-n", "1000", env=env)

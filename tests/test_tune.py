@@ -24,7 +24,8 @@ from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.report import trial_rows
 from distgan.trial import EVALS, TRAIN_RUN, TrialContext, lineage_file, read_lineage, settle_lineage
-from distgan.tuning import JOB_FILE, STUDY_FILE, build_scheduler
+from distgan.study import STUDY_FILE
+from distgan.tuning import JOB_FILE, build_scheduler
 
 pytestmark = pytest.mark.slow
 
