@@ -28,7 +28,7 @@ from distgan.metrics import detectors
 from distgan.metrics.detectors import batched_features
 from distgan.metrics.evaluate import EVAL_SEED, fixed_latents
 from distgan.metrics.frechet import feature_stats, frechet_distance
-from distgan.metrics.kid import kid
+from distgan.metrics.kid import kid, subset_size_for
 from distgan.metrics.prdc import prdc
 
 
@@ -119,7 +119,8 @@ def bench(n: int, dim: int, device: torch.device) -> dict:
     (n_stats, t_stats_new) = timed(lambda: (feature_stats(fake_d), feature_stats(real_d)), device)
     fd_old, t_fd_old = timed(lambda: frechet_distance(*o_stats[0], *o_stats[1]), device)
     fd_new, t_fd_new = timed(lambda: frechet_distance(*n_stats[0], *n_stats[1]), device)
-    kid_old, t_kid_old = timed(lambda: old_kid(real_np, fake_np), device)
+    m = subset_size_for(1000, n, n, 100)  # the same subsets on both sides (half the set when it has <= 1000)
+    kid_old, t_kid_old = timed(lambda: old_kid(real_np, fake_np, subset_size=m), device)
     kid_new, t_kid_new = timed(lambda: kid(real_d, fake_d), device)
     prdc_old, t_prdc_old = timed(lambda: old_prdc(real_np, fake_np), device)
     prdc_new, t_prdc_new = timed(lambda: prdc(real_d, fake_d), device)

@@ -44,7 +44,7 @@ def ray_run(cfg, data_dir: str, storage: str, workers: int) -> tuple[float, floa
     cfg = cfg.with_overrides({"scaling.num_workers": workers})
     info = inspect(data_dir)
     spec = WorkerSpec(cfg, info, ensure_real_stats(cfg, info, f"{storage}/stats"))
-    result = build_trainer(spec, storage, f"overhead-{workers}").fit()
+    result = build_trainer(spec, f"{storage}/overhead-{workers}").fit()
     df = result.metrics_dataframe.sort_values("step")
     return (statistics.median(df["img_per_s"].tolist()[1:]), statistics.median(df["data_wait_frac"].tolist()[1:]),
             int(df["torch_threads"].iloc[-1]))

@@ -15,9 +15,12 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distgan.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:  # the CLI imports this module before anything heavy
+    from distgan.rundir import Best
 
 DEFAULT_MODEL = "distgan-generator"
 
@@ -26,20 +29,20 @@ def config(preset: str | None = None, config_file: str | None = None,
            overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
     """A validated run configuration: a preset (default mnist) or a YAML file, then overrides
     ({dotted.key: value} or ["key=value", ...])."""
-    from distgan import config as config_mod
+    from distgan import presets
 
-    base = config_mod.load(preset, config_file)
+    base = presets.load(preset, config_file)
     return base.with_overrides(_overrides(overrides))
 
 
 def _overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
-    from distgan import config as config_mod
+    from distgan.config import parse_set
 
     if overrides is None:
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    return config_mod.parse_set(list(overrides))
+    return parse_set(list(overrides))
 
 
 def tune(space: str, preset: str | None = None, config_file: str | None = None,
@@ -50,14 +53,13 @@ def tune(space: str, preset: str | None = None, config_file: str | None = None,
          mlflow_uri: str | None = None, experiment: str | None = None, say: Callable[[str], None] = print):
     """Start a tuning job and wait for it; returns a `distgan.tuning.TuneResult`. Options as
     `distgan tune`; the sweep file's budget and scheduler apply where these are None."""
-    from distgan import config as config_mod
-    from distgan import tuning
+    from distgan import presets, tuning
 
     if workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial {workers_per_trial}: expected at least 1")
     if max_concurrent < 0:
         raise ConfigError(f"--max-concurrent {max_concurrent}: expected 0 (what the cluster allows) or more")
-    base = config_mod.load(preset, config_file)
+    base = presets.load(preset, config_file)
     sets = {**_overrides(overrides), **_run_sets(workers_per_trial, gpus_per_worker, shared_storage, mlflow_uri,
                                                  experiment)}
     schedule = {"kind": scheduler, "grace_period": grace_period, "reduction_factor": reduction_factor,
@@ -100,12 +102,12 @@ def train(out: str, preset: str | None = None, config_file: str | None = None,
           overrides: dict[str, Any] | list[str] | None = None, workers: int = 0, gpus_per_worker: float = 0.0,
           storage: str | None = None, shared_storage: bool = False, resume: bool = False, force: bool = False,
           device: str | None = None, mlflow_uri: str | None = None, experiment: str | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True) -> Best | None:
     """One run: in this process (workers=0) or on Ray Train workers; returns the best
-    evaluation ({'checkpoint', 'metrics'})."""
-    from distgan import config as config_mod
-    from distgan import tracking
-    from distgan.local import saved_config, train_local
+    evaluation and its checkpoint (None when the run made no evaluation)."""
+    from distgan import presets, tracking
+    from distgan.local import train_local
+    from distgan.rundir import RunDir, run_root
 
     if workers < 0:
         raise ConfigError(f"--workers {workers}: expected 0 (this process) or more")
@@ -117,9 +119,10 @@ def train(out: str, preset: str | None = None, config_file: str | None = None,
     if resume:
         if preset or config_file:
             raise ConfigError("--resume takes its config from the run; use --set to change keys")
-        cfg = saved_config(out, remote=bool(workers)).with_overrides({**sets, **run_sets})
+        root = run_root(out, storage) if workers else str(Path(out).resolve())
+        cfg = RunDir.at(root).saved_config().with_overrides({**sets, **run_sets})
     else:
-        cfg = config_mod.load(preset, config_file).with_overrides({**sets, **run_sets})
+        cfg = presets.load(preset, config_file).with_overrides({**sets, **run_sets})
     with tracking.train_run(cfg, out, resume=resume) as run_log:
         if cfg.scaling.num_workers:
             from distgan import launch
@@ -149,14 +152,14 @@ def promote(experiment: str | None = None, parent_run: str | None = None, model_
             device: str | None = None) -> Promotion:
     """Register a tuning job's best checkpoint (the newest job's unless parent_run), re-evaluated
     with eval_n samples, and point `alias` at it."""
-    from distgan import registry, tracking
+    from distgan import model_registry, tracking
 
     if eval_n < 6:
         raise ConfigError(f"--eval-n {eval_n}: expected at least 6 samples")
     if not alias.strip() or not model_name.strip():
         raise ConfigError("--alias/--model-name: expected non-empty names")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
-        v = registry.promote(uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run, model_name, alias, eval_n,
+        v = model_registry.promote(uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run, model_name, alias, eval_n,
                              device)
     metric = v.get("promoted_metric", "")
     value = float(v[metric]) if metric in v else float("nan")
@@ -168,7 +171,7 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
            interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, mlflow_uri: str | None = None,
            force: bool = False) -> Path:
     """A PNG grid from a registered generator (class rows, one label, or interpolations)."""
-    from distgan import registry, tracking
+    from distgan import model_registry, tracking
 
     if n < 1:
         raise ConfigError(f"--n {n}: expected at least 1 image")
@@ -179,4 +182,4 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
     if Path(out).exists() and not force:
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", f"--out {out}")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
-        return registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed)
+        return model_registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed)

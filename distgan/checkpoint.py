@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from distgan.config import ConfigError, InputError, RunConfig
+from distgan.config import ConfigError, RunConfig
+from distgan.errors import InputError
 from distgan.metrics import registry
 from distgan.metrics.detectors import file_sha256, resolve_name
 from distgan.storage import fsync_dir
@@ -41,9 +42,7 @@ class CheckpointError(InputError):
 
 def detector_of(cfg: RunConfig) -> str:
     """The feature network a run's numbers are measured in (what `auto` chose)."""
-    m = cfg.model
-    shape = (m.resolution,) if m.arch == "mlp" else (m.channels, m.resolution, m.resolution)
-    return resolve_name(cfg.eval.detector, shape)
+    return resolve_name(cfg.eval.detector, cfg.model.sample_shape)
 
 
 def _write(path: Path, data: bytes | memoryview) -> None:
@@ -138,25 +137,3 @@ def load_history(directory: str | Path) -> list[dict[str, Any]]:
 
 def is_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / STATE).is_file()
-
-
-def step_dirs(parent: str | Path) -> list[Path]:
-    """Checkpoint directories under `parent`, newest first; temporary ones are never listed."""
-    parent = Path(parent)
-    if not parent.is_dir():
-        return []
-    return sorted((p for p in parent.iterdir() if NAME.match(p.name) and p.is_dir()), reverse=True)
-
-
-def latest_good(parent: str | Path, map_location: str | torch.device = "cpu"
-                ) -> tuple[Path, dict, RunConfig, dict, list[str]] | None:
-    """The newest checkpoint that loads, and a note for each newer one that did not."""
-    skipped = []
-    for d in step_dirs(parent):
-        try:
-            state, cfg, metrics = load(d, map_location)
-        except CheckpointError as e:
-            skipped.append(str(e))
-            continue
-        return d, state, cfg, metrics, skipped
-    return None

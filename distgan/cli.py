@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from distgan import console  # light: logging and warnings only
 from distgan.config import RunFailed  # light: dataclasses and yaml
 
 SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
@@ -107,9 +108,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     if not best:
         print("no evaluation made: nothing to report")
         return
-    key = next(k for k in best["metrics"] if k.startswith(("fd_", "fid")) and not k.endswith("_std"))
-    print(f"best checkpoint: {best['checkpoint']} ({key} {best['metrics'][key]:.3f} at step "
-          f"{int(best['metrics']['step'])})")
+    key = next(k for k in best.metrics if k.startswith(("fd_", "fid")) and not k.endswith("_std"))
+    print(f"best checkpoint: {best.checkpoint} ({key} {best.metrics[key]:.3f} at step {int(best.metrics['step'])})")
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "distgan train --preset mnist_smoke --out /tmp/run",
                                                  "distgan tune --space tune_spaces/dcgan-core.yaml --preset mnist_smoke"))
     p.add_argument("--version", action="version", version=f"distgan {__version__}")
+    p.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and Optuna's own log lines and warnings "
+                                                          "(DISTGAN_DEBUG=1 does too, and keeps tracebacks)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def add(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
@@ -433,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.set_defaults(fn=cmd_detector_train)
 
     fid = add("fid", "the Fréchet distance, KID, precision/recall, density/coverage and mode coverage",
-              "distgan fid --real data/mnist --fake runs/mnist/checkpoints/step_0001500 --n 2000",
+              "distgan fid --real data/mnist --fake runs/mnist/step_0001500 --n 2000",
               "distgan fid --real data/mnist --fake data/other --detector lenet-mnist --json")
     fid.add_argument("--real", required=True, help="Parquet directory of real data (a path or URI)")
     fid.add_argument("--fake", required=True, help="Parquet directory, or a checkpoint directory")
@@ -475,7 +477,7 @@ def _expected(e: BaseException) -> bool:
     exit 2. Anything else is a bug in distgan and keeps its traceback."""
     import yaml
 
-    from distgan.config import InputError
+    from distgan.errors import InputError
 
     kinds: list[type[BaseException]] = [InputError, yaml.YAMLError, ConnectionError, TimeoutError]
     mods = [("mlflow.exceptions", "MlflowException"), ("requests.exceptions", "RequestException"),
@@ -492,9 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version (0) or a usage error (2, one line already printed)
         return int(e.code or 0)
     debug = os.environ.get("DISTGAN_DEBUG") == "1"
-    # Ray folds console lines that differ only in numbers into "[repeated Nx]" (every trial's
-    # evaluation line would show as one); it reads the switch once, when ray is imported
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    console.quiet()  # before anything imports Ray: what it starts inherits the settings
     try:
         args.fn(args)
     except KeyboardInterrupt:

@@ -5,12 +5,11 @@ A cluster whose GPU workers scale from zero holds no GPU at submit time: a job i
 refused for what the autoscaler can add. Its maximum is read from the autoscaler's cluster
 config when the autoscaler publishes one (KubeRay, autoscaler v2); a v1 autoscaler (the
 cluster launcher) does not, so then concurrency follows the job's trials and Tune's pending
-trials ask the autoscaler for nodes. (Both reads use Ray-internal state: Ray is pinned.)
+trials ask the autoscaler for nodes. (Both reads are Ray internals: distgan.ray_internals.)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -21,8 +20,10 @@ from dataclasses import dataclass
 import ray
 import ray.tune
 
+from distgan import console, ray_internals
 from distgan.config import ConfigError, RunConfig
-from distgan.trial import TRAIN_RUN
+
+TRAIN_RUN = "train_run_id"  # Ray Train's id of the run that made a report (Withdraw reads it)
 
 #: Seconds a job waits for the autoscaler to bring up what its first trial needs.
 SCALE_TIMEOUT_S = float(os.environ.get("DISTGAN_SCALE_TIMEOUT_S", "900"))
@@ -36,7 +37,9 @@ def connect() -> None:
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
         address = check_address()
         try:
-            ray.init(address=address, log_to_driver=True)
+            # worker logs reach the console only when asked for: distgan's lines come from its drivers
+            ray.init(address=address, log_to_driver=console.verbose(), logging_level=console.ray_logging_level())
+            console.quiet_loggers()
         except ConnectionError as e:
             raise ConfigError(f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}: cannot connect to Ray "
                               f"({str(e).splitlines()[0]})") from None
@@ -70,33 +73,11 @@ class Capacity:
 
 def capacity() -> Capacity:
     now = ray.cluster_resources()
-    from ray._private import state
-
-    most = state.state.get_max_resources_from_cluster_config()
-    autoscaling = most is not None or _autoscaler_running()
+    most = ray_internals.max_resources()
+    autoscaling = most is not None or ray_internals.autoscaler_running()
     if most is not None:  # the node groups' maximum, never less than what is up now
         most = {k: max(now.get(k, 0.0), float(most.get(k, 0.0))) for k in set(now) | set(most)}
     return Capacity(now, most, autoscaling)
-
-
-def _autoscaler_running() -> bool:
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
-
-    if not _internal_kv_initialized():
-        return False
-    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-    if not raw:
-        return False
-    try:
-        report = json.loads(raw).get("autoscaler_report")
-    except ValueError:
-        return False
-    # a cluster without an autoscaling config (`ray start`, ray.init) runs the monitor with a
-    # read-only provider, which names each node's type after the node; an autoscaling config
-    # names its node types (ray.head.default, gpu_worker, ...)
-    mapping = report.get("node_type_mapping") if isinstance(report, dict) else None
-    return bool(mapping) and any(kind != f"node_{node}" for node, kind in mapping.items())
 
 
 def trial_bundle(cfg: RunConfig, shared_data: bool = False) -> dict[str, float]:
@@ -113,11 +94,11 @@ def _fits(need: dict[str, float], have: dict[str, float], times: int = 1) -> boo
     return all(have.get(k, 0.0) + 1e-9 >= v * times for k, v in need.items())
 
 
-def check_fits(cfg: RunConfig, cap: Capacity) -> None:
+def check_fits(cfg: RunConfig, cap: Capacity, shared_data: bool = False) -> None:
     """Fail before anything starts when the cluster can never hold one run; a cluster that
     can grow is only checked against its maximum (when known)."""
     s = cfg.scaling
-    need = trial_bundle(cfg)
+    need = trial_bundle(cfg, shared_data)
     have = cap.most if cap.autoscaling else cap.now
     if have is None:  # an autoscaler without a published maximum: it decides
         return
@@ -218,14 +199,9 @@ class Withdraw(ray.tune.Callback):
 
 
 def withdraw(train_runs: list[str]) -> None:
-    """Through Train's own client of Ray's autoscaling coordinator (which names a run's
-    request `train-<run id>`); a failure is logged by it and the request lapses."""
-    from ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client import (
-        TrainAutoscalingCoordinatorClient,
-    )
-
+    """Through Train's own client of Ray's autoscaling coordinator."""
     for run in train_runs:
-        TrainAutoscalingCoordinatorClient(f"train-{run}").cancel_resource_request()
+        ray_internals.withdraw_train_request(run)
 
 
 def _fmt(resources: dict[str, float], only: dict[str, float] | None = None) -> str:

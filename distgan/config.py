@@ -10,10 +10,11 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from distgan.errors import InputError, RunFailed  # noqa: F401 (RunFailed: the CLI's light import)
 
 LOSS_KINDS = ("ns", "minimax", "hinge", "wgan-gp")
 BUILTIN_DATA = ("mnist-embedded", "ring8", "grid25")
@@ -27,18 +28,8 @@ SWITCH = ("auto", "on", "off")
 FIXED_ON_RESUME = ("data.", "model.", "eval.num_samples", "eval.detector")
 
 
-class InputError(ValueError):
-    """Bad input distgan found itself (a key, file, value or address): the command line
-    prints its one-line message and exits 2. Other exceptions are bugs and show where."""
-
-
 class ConfigError(InputError):
     """A bad configuration value; its message is one line that names the dotted key."""
-
-
-class RunFailed(Exception):
-    """A run or job that started and failed (the command line's exit status 1), unlike bad
-    input (exit 2); its message is one line."""
 
 
 @dataclass
@@ -51,10 +42,10 @@ class DataConfig:
     num_points: int = 20000
     """Samples drawn for the 2-D mixtures (ring8, grid25)."""
     materialize: str = "auto"
-    """Ray Data: `always` reads and decodes the set once into the object store, so an epoch
-    only reorders blocks (small sets are read many epochs over); `never` streams every epoch
-    from Parquet; `auto` materializes when the decoded set takes under a quarter of the
-    cluster's object store memory."""
+    """Ray runs: `always` reads and decodes the set once into the object store, where every
+    worker indexes the same batches a one-process run draws (a resume continues them
+    exactly); `never` streams every epoch from Parquet through Ray Data; `auto` does the
+    first when the decoded set takes under a quarter of the object store memory."""
 
     def validate(self) -> None:
         if not self.path and self.builtin not in BUILTIN_DATA:
@@ -88,6 +79,11 @@ class ModelConfig:
     too flat to resolve modes of std 0.02 (ring8): a gain of 20 lets it be 20-Lipschitz."""
     sync_bn: bool = False
     """Convert G's BatchNorm to SyncBatchNorm under DDP (statistics over the global batch)."""
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample G makes: (dimension,) for points, (C, H, W) for images."""
+        return (self.resolution,) if self.arch == "mlp" else (self.channels, self.resolution, self.resolution)
 
     def validate(self) -> None:
         _check(self.arch in ("dcgan", "mlp"), "model.arch", self.arch, "dcgan or mlp")
@@ -394,29 +390,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
                 pass
         out[key.strip()] = value
     return out
-
-
-def load(preset: str | None = None, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """The CLI's config: a preset or a YAML/JSON file, then --set overrides."""
-    from distgan import presets
-
-    if preset and config_file:
-        raise ConfigError("--preset and --config: give one of them")
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"--config {config_file}: no such file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"--config {config_file}{where}: not valid YAML "
-                              f"({getattr(e, 'problem', None) or type(e).__name__})") from None
-        cfg = RunConfig.from_dict(raw)
-    else:
-        cfg = presets.get(preset or "mnist")
-    return cfg.with_overrides(parse_set(overrides or []))
 
 
 def dumps(cfg: RunConfig) -> str:

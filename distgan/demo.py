@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distgan import api, registry, server, tracking, tuning
-from distgan import config as config_mod
+from distgan import api, model_registry, presets, server, tracking, tuning
 
 SPACE = "tune_spaces/demo.yaml"
 MODEL = "distgan-generator"
@@ -25,7 +24,7 @@ def run(out: str = "outputs", trials: int | None = None, port: int = 5000, resum
     if resume:
         job = tuning.JobSpec.load(resume)
     else:
-        base = config_mod.load("mnist")
+        base = presets.load("mnist")
         job = tuning.new_job(base, SPACE, trials, str(out_dir / "tune"), None, {}, seed=0, preset="mnist",
                            overrides={"tracking.mlflow_uri": url, "scaling.num_workers": 1})
     try:
@@ -34,7 +33,7 @@ def run(out: str = "outputs", trials: int | None = None, port: int = 5000, resum
         print(f"interrupted: continue with  make demo RESUME={job.experiment_dir}", flush=True)
         raise KeyboardInterrupt from None
     promoted = api.promote(job.experiment, result.parent_run_id, MODEL, "champion", eval_n, url)
-    grid = registry.sample(url, promoted.model_uri, out_dir / "demo" / "champion.png", n=100)
+    grid = model_registry.sample(url, promoted.model_uri, out_dir / "demo" / "champion.png", n=100)
     rows = result.rows
     base = job.config
     budget = len(rows) * tuning.evals_budget(base)

@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from distgan.config import RunConfig
+from distgan.config import ConfigError, RunConfig
 from distgan.data.reader import normalize
 from distgan.losses import build_loss
 from distgan.models import build_models
@@ -86,7 +86,7 @@ class GANEngine:
         full = draw(n * self.world_size, *shape, generator=self.noise_gen, device=self.device)
         return full[self.rank * n:(self.rank + 1) * n]
 
-    def prepare(self, real: torch.Tensor) -> torch.Tensor:
+    def as_input(self, real: torch.Tensor) -> torch.Tensor:
         """A batch as D sees it: on the device, uint8 pixels to [-1, 1], channels-last images."""
         x = normalize(real.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -97,7 +97,7 @@ class GANEngine:
         n_d = self.cfg.train.n_d
         if len(real) % n_d:
             raise ValueError(f"batch of {len(real)} rows does not split into train.n_d={n_d} D updates")
-        real = self.prepare(real)
+        real = self.as_input(real)
         labels = labels.to(self.device, non_blocking=True) if labels is not None and self._conditional else None
         reals = real.chunk(n_d)
         ys = labels.chunk(n_d) if labels is not None else [None] * n_d
@@ -219,3 +219,16 @@ class GANEngine:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def pick_device(device: str | None) -> torch.device:
+    """--device as given (cpu, cuda[:N]), else CUDA when there is one."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: expected cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: expected cpu or cuda[:N]")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device here")
+    return dev

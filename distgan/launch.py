@@ -1,32 +1,40 @@
-"""Build and fit the TorchTrainer of one run: Ray Data reads the Parquet (local or in an
-object store), real-data statistics are computed once, on a worker's device, into storage
-every node reads, and checkpoints go to the run's storage (a path or a URI)."""
+"""Build and fit the TorchTrainer of one run. A data set that fits the object store is read
+once by the driver and indexed by every worker (the same stream as a one-process run, so a
+resume continues it exactly); a larger one streams from Parquet through Ray Data. Real-data
+statistics are computed once, on a worker's device, into storage every node reads; the run's
+directory (distgan.rundir, a path or a URI) holds its checkpoints and files."""
 
 from __future__ import annotations
 
-import errno
 import json
-import logging
 import math
 import shutil
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ray
 import ray.data
+import ray.exceptions
 import ray.train
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
 
 from distgan import checkpoint, cluster, storage
+from distgan.checkpoint import HISTORY
 from distgan.config import ConfigError, RunConfig, RunFailed
+from distgan.data.reader import load_all
 from distgan.data.schema import DatasetInfo, inspect
-from distgan.local import ASIDE, CONFIG_FILE, RAY_SNAPSHOT, check_data_matches, check_resume, resolve_data, saved_config
 from distgan.metrics import registry
 from distgan.progress import format_eval
+from distgan.rundir import RAY_SNAPSHOT, SAMPLES, Best, RunDir, data_location
 from distgan.tracking import RunLog
-from distgan.worker import TRAIN_DATASET, WorkerSpec, decode_batch, fault_from_env, train_loop_per_worker
+from distgan.worker import NOTES, TRAIN_DATASET, WorkerSpec, decode_batch, fault_from_env, train_loop_per_worker
 
 STORAGE_ENV = "DISTGAN_STORAGE"  # the cluster's shared checkpoint store (cluster/*.yaml set it)
+_DONE = "__distgan_fit_done__"
 
 
 def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
@@ -36,72 +44,85 @@ def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
                                    placement_strategy=s.placement_strategy)
 
 
-class EvalPrinter(ray.train.UserCallback):
-    """Prints one line per evaluation on the driver's console (runs in Train's controller)."""
+class Record(ray.train.UserCallback):
+    """Each evaluation, in Train's controller once Train has its checkpoint, as a one-process
+    run records it: the run directory's files and MLflow. An evaluation a dying worker group
+    never completed (and trains again after its restart) is never recorded twice, and nothing
+    is recorded before its checkpoint is in storage."""
 
-    def __init__(self, fd_key: str, prefix: str = ""):
-        self.fd_key, self.prefix = fd_key, prefix
-
-    def after_report(self, run_context, metrics, checkpoint):
-        print(self.prefix + format_eval(metrics[0], self.fd_key), flush=True)
-
-
-class Track(ray.train.UserCallback):
-    """Logs each evaluation to MLflow from Train's controller, once Train has its checkpoint:
-    an evaluation a dying worker group never completed (and trains again after its restart)
-    is never logged twice, and nothing is logged before it is in storage."""
-
-    def __init__(self, run_log: RunLog):
-        self.run_log = run_log
+    def __init__(self, run: RunDir, fd_key: str, run_log: RunLog | None = None, new_config: RunConfig | None = None):
+        self.run, self.fd_key, self.run_log = run, fd_key, run_log
+        self.new_config = new_config
+        """A resumed run's changed settings, written once its first checkpoint is in."""
 
     def after_report(self, run_context, metrics, checkpoint):
-        import tempfile
-
         m = metrics[0]
         with tempfile.TemporaryDirectory() as tmp:
             grid = None
             if checkpoint is not None:
-                where = storage.join(storage.uri(checkpoint.filesystem, checkpoint.path), "samples.png")
-                if storage.exists(where):
-                    grid = storage.download(where, Path(tmp) / "samples.png")
-            self.run_log.log(m, int(m["step"]), grid)
+                where = storage.uri(checkpoint.filesystem, checkpoint.path)
+                if self.new_config is not None:
+                    self.run.write_config(self.new_config)
+                    self.new_config = None
+                self.run.record(json.loads(storage.read_text(storage.join(where, HISTORY))), self.fd_key)
+                png = storage.join(where, "samples.png")
+                if storage.exists(png):
+                    grid = storage.download(png, Path(tmp) / "samples.png")
+                    storage.upload(grid, self.run.path(SAMPLES, f"{storage.name(where)}.png"))
+            if self.run_log is not None:
+                self.run_log.log(m, int(m["step"]), grid)
+
+
+class Forward(ray.train.UserCallback):
+    """Each report (its checkpoint's URI, the Train run's id) onto the queue the run's driver
+    drains; a full queue holds the run until the driver has the previous report."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        where = storage.uri(checkpoint.filesystem, checkpoint.path) if checkpoint else None
+        self.queue.put(({**metrics[0], cluster.TRAIN_RUN: run_context.run_id}, where))
 
 
 def fd_key(cfg: RunConfig) -> str:
     return registry.fd_name(checkpoint.detector_of(cfg), cfg.eval.num_samples)
 
 
-def should_materialize(mode: str, info: DatasetInfo) -> bool:
-    """Small sets are read many epochs over, and each streamed epoch starts new read and
-    decode tasks (on 2 cores that starves the workers: 92% of a ring8 step spent waiting)."""
+def in_memory(mode: str, info: DatasetInfo) -> bool:
+    """Small sets are read many epochs over: read once into the object store (each streamed
+    epoch starts new read and decode tasks; on 2 cores that starved the workers)."""
     if mode != "auto":
         return mode == "always"
     decoded = info.num_rows * math.prod(info.sample_shape)  # uint8 pixels (points: x4, still small)
     return decoded < ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
-def dataset(cfg: RunConfig, info: DatasetInfo, materialize: bool | None = None) -> ray.data.Dataset:
-    """The Parquet shards through Ray Data: read and decoded on Ray Data's CPUs, as uint8;
-    a small set read once into the object store (see should_materialize)."""
+def put_arrays(info: DatasetInfo) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+    """The whole set, decoded, into the object store once: every worker on a node maps the
+    same memory (numpy arrays come back from it without a copy)."""
+    x, y, _ = load_all(info.location, raw=True)
+    return ray.put(x.numpy()), ray.put(y.numpy())
+
+
+def dataset(cfg: RunConfig, info: DatasetInfo) -> ray.data.Dataset:
+    """A set too large for the object store, streamed: read and decoded on Ray Data's CPUs."""
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # materialize() runs here, on the driver
     cpus = cfg.scaling.data_cpus_per_task
     ds = ray.data.read_parquet(list(info.files), filesystem=info.filesystem(), num_cpus=cpus).select_columns(
         ["image", "label"]).map_batches(decode_batch, fn_kwargs={"info": info}, batch_format="numpy", num_cpus=cpus)
-    if should_materialize(cfg.data.materialize, info) if materialize is None else materialize:
-        ds = ds.materialize()
     return ds.randomize_block_order(seed=cfg.train.seed)
 
 
-def run_config(cfg: RunConfig, location: str, name: str, callbacks: list, prefix: str = "",
-               echo: bool = True) -> ray.train.RunConfig:
-    """Ray's storage from a location: a URI's filesystem is handed over as is (with its
-    endpoint, e.g. MinIO's), and the path without its scheme."""
-    fs, path = storage.resolve(location)
-    uri = storage.is_uri(location)
+def run_config(cfg: RunConfig, root: str, callbacks: list) -> ray.train.RunConfig:
+    """Ray's storage for the run directory `root`: Train names the run for its last part and
+    keeps its checkpoints in it; a URI's filesystem is handed over as is (with its endpoint,
+    e.g. MinIO's), and the path without its scheme."""
+    fs, path = storage.resolve(root)
+    uri = storage.is_uri(root)
+    parent, name = (path if uri else storage.normalize(root)).rstrip("/").rsplit("/", 1)
     return ray.train.RunConfig(
-        name=name, storage_path=path if uri else storage.normalize(location), storage_filesystem=fs if uri else None,
-        callbacks=[*([EvalPrinter(fd_key(cfg), prefix)] if echo else []), *callbacks],
+        name=name, storage_path=parent, storage_filesystem=fs if uri else None, callbacks=callbacks,
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
@@ -109,16 +130,53 @@ def run_config(cfg: RunConfig, location: str, name: str, callbacks: list, prefix
                                                      checkpoint_score_order="min"))
 
 
-def build_trainer(spec: WorkerSpec, location: str, name: str, callbacks: list | None = None, prefix: str = "",
-                  data: ray.data.Dataset | None = None, echo: bool = True,
-                  run_log: RunLog | None = None) -> TorchTrainer:
-    """The run `name` under the storage `location`; an existing run of that name is resumed by
-    Ray. With a `run_log`, every evaluation Train registers is logged to MLflow."""
+def build_trainer(spec: WorkerSpec, root: str, callbacks: list | None = None, run_log: RunLog | None = None,
+                  new_config: RunConfig | None = None) -> TorchTrainer:
+    """The run in directory `root` (a run already there is resumed by Ray); every evaluation
+    is recorded there, and in MLflow with a `run_log`."""
     cfg = spec.run
-    callbacks = [*([Track(run_log)] if run_log is not None else []), *(callbacks or [])]
+    record = Record(RunDir.at(root), fd_key(cfg), run_log, new_config)
+    datasets = None if spec.arrays is not None else {TRAIN_DATASET: dataset(cfg, spec.data)}
     return TorchTrainer(train_loop_per_worker, train_loop_config={"spec": spec}, scaling_config=scaling_config(cfg),
-                        run_config=run_config(cfg, location, name, callbacks, prefix, echo),
-                        datasets={TRAIN_DATASET: data if data is not None else dataset(cfg, spec.data)})
+                        run_config=run_config(cfg, root, [record, *(callbacks or [])]), datasets=datasets)
+
+
+def drive(spec: WorkerSpec, root: str, on_report: Callable[[dict, str | None], None], run_log: RunLog | None = None,
+          new_config: RunConfig | None = None) -> ray.train.Result:
+    """The one driver of a Train run, for `distgan train --workers N` and for a Tune trial:
+    fit() in a thread while this thread hands every report (metrics, checkpoint URI) to
+    `on_report`, in this process (Ray's worker logs need not reach the console for it)."""
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = build_trainer(spec, root, [Forward(queue)], run_log, new_config)
+    box: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # handed to the driving thread
+            box["error"] = e
+        finally:
+            try:
+                queue.put(_DONE)
+            except ray.exceptions.RayError:  # Tune already stopped the trial (its queue went with it)
+                pass
+
+    thread = threading.Thread(target=fit, name="distgan-fit", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = queue.get(timeout=5)
+        except Empty:
+            if not thread.is_alive() and queue.empty():
+                break
+            continue
+        if item == _DONE:
+            break
+        on_report(*item)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _real_stats_task(cfg: RunConfig, info: DatasetInfo, cache_dir: str) -> tuple[str, str, float]:
@@ -147,73 +205,69 @@ def ensure_real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str, say: Ca
     return location
 
 
-def best_checkpoint(result: ray.train.Result, key: str) -> tuple[ray.train.Checkpoint, dict]:
+def best_checkpoint(result: ray.train.Result, key: str) -> Best:
     """The lowest-distance checkpoint Ray kept (best_checkpoints is in report order, not sorted)."""
     if not result.best_checkpoints:
-        raise RuntimeError(f"run {result.path} reported no checkpoint")
-    return min(result.best_checkpoints, key=lambda cm: cm[1][key])
+        raise RunFailed(f"run {result.path} reported no checkpoint")
+    ckpt, metrics = min(result.best_checkpoints, key=lambda cm: cm[1][key])
+    return Best(storage.uri(ckpt.filesystem, ckpt.path), metrics)
 
 
-def prepare(cfg: RunConfig, location: str, mlflow_uri: str = "", trials: int = 1,
-            say: Callable[[str], None] = print) -> int:
+def ready_cluster(cfg: RunConfig, location: str, info: DatasetInfo, mlflow_uri: str = "", trials: int = 1,
+                  say: Callable[[str], None] = print) -> tuple[int, bool]:
     """Connect, check the cluster can ever hold a run, wait for the autoscaler when it must
-    grow; returns how many runs fit at once."""
+    grow; returns how many runs fit at once and whether the data goes in memory."""
     if cfg.scaling.num_workers < 1:
         raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
     cluster.connect()
     cap = cluster.capacity()
-    cluster.check_fits(cfg, cap)
-    cluster.multinode(cfg, location, mlflow_uri, cap)
-    at_once = cluster.concurrency(cfg, cap, trials)
-    cluster.scale_up(cfg, at_once, say)
-    return at_once
+    shared = in_memory(cfg.data.materialize, info)
+    cluster.check_fits(cfg, cap, shared)
+    cluster.multinode(cfg, location, mlflow_uri, cap, info.location)
+    at_once = cluster.concurrency(cfg, cap, trials, shared)
+    cluster.scale_up(cfg, min(at_once, trials), say, shared_data=shared)
+    return at_once, shared
 
 
 def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bool = False,
-        force: bool = False, run_log: RunLog | None = None) -> dict:
-    """The run on cfg.scaling.num_workers Ray Train workers; Ray keeps the checkpoints (the
-    best by the Fréchet distance) under <storage>/<out name>, local or in a bucket; `out`
-    keeps the config (and the built-in data). --force moves an old run aside until the new
-    one has a checkpoint."""
+        force: bool = False, run_log: RunLog | None = None) -> Best:
+    """The run on cfg.scaling.num_workers Ray Train workers, in the run directory named for
+    `out` in the storage `location` (default: `out` itself), local or in a bucket. --force
+    moves an old local run aside until the new one has a checkpoint."""
     out = Path(out).resolve()
     location = storage.check_writable(location or str(out.parent), "--storage")
-    run_dir = storage.join(location, out.name)
-    exists = storage.exists(storage.join(run_dir, RAY_SNAPSHOT))
+    run = RunDir.at(storage.join(location, out.name))
     if resume:
-        if not exists:
-            raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run in {run_dir} ({RAY_SNAPSHOT} missing)")
-        check_resume(saved_config(out, remote=True), cfg)
-    elif exists and not force:
-        raise FileExistsError(errno.EEXIST, f"already holds a run (--resume {out} continues it, --force replaces it)", run_dir)
-    elif exists and storage.is_uri(location):
-        raise ConfigError(f"--force: the run in {run_dir} is in object storage, where it cannot be moved aside; "
-                          "give another --out name (or delete it yourself)")
+        if not storage.exists(run.path(RAY_SNAPSHOT)):
+            raise checkpoint.CheckpointError(f"--resume {out}: no Ray Train run in {run.root} ({RAY_SNAPSHOT} "
+                                             "missing)")
+        run.check_resume(cfg)
+    else:
+        run.check_new(force, str(out))
     cluster.check_address()
-    data_dir = resolve_data(cfg, str(out))
-    info = inspect(data_dir)
-    check_data_matches(cfg, info)
-    prepare(cfg, location, cfg.tracking.mlflow_uri)
-    aside = None
-    if force and exists and not resume:
-        aside = out / ASIDE
-        shutil.rmtree(aside, ignore_errors=True)
-        aside.mkdir()
-        for old in [out / RAY_SNAPSHOT, *checkpoint.step_dirs(out)]:
-            old.rename(aside / old.name)
-    out.mkdir(parents=True, exist_ok=True)
-    storage.atomic_write_local(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
-    stats_at = ensure_real_stats(cfg, info, storage.join(run_dir, "stats"))
-    spec = WorkerSpec(cfg, info, stats_at, fault=fault_from_env())
-    result = build_trainer(spec, location, out.name, run_log=run_log).fit()
+    info = inspect(data_location(cfg, run.root))
+    info.check_model(cfg.model)
+    _, shared = ready_cluster(cfg, location, info, cfg.tracking.mlflow_uri)
+    aside = run.move_aside() if force and not resume else None
+    storage.make_dirs(run.root)
+    if not resume:
+        run.write_config(cfg)
+    stats_at = ensure_real_stats(cfg, info, run.path("stats"))
+    spec = WorkerSpec(cfg, info, stats_at, fault=fault_from_env(), arrays=put_arrays(info) if shared else None)
+    key = fd_key(cfg)
+
+    def show(metrics: dict, where: str | None) -> None:
+        for note in metrics.get(NOTES, "").split("\n") if metrics.get(NOTES) else []:
+            print(note, flush=True)
+        print(format_eval(metrics, key), flush=True)
+
+    result = drive(spec, run.root, show, run_log, new_config=cfg if resume else None)
     if aside is not None:
         if result.best_checkpoints:
             shutil.rmtree(aside, ignore_errors=True)
-        else:  # the new run made no checkpoint: the old one comes back
-            for f in aside.iterdir():
-                f.rename(out / f.name)
-            aside.rmdir()
+        else:
+            run.restore_aside(aside)
     if result.error:
-        raise RunFailed(f"{run_dir}: the run failed ({type(result.error).__name__}: "
+        raise RunFailed(f"{run.root}: the run failed ({type(result.error).__name__}: "
                         f"{str(result.error).strip().splitlines()[-1] if str(result.error).strip() else ''})")
-    ckpt, metrics = best_checkpoint(result, fd_key(cfg))
-    return {"checkpoint": storage.uri(ckpt.filesystem, ckpt.path), "metrics": metrics}
+    return best_checkpoint(result, key)

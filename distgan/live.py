@@ -1,6 +1,7 @@
-"""The live table of a tuning job (a Tune callback): trial, state, step, best distance,
-stop reason and an ETA from the evaluations left, redrawn in place on a terminal and printed
-as plain lines otherwise, and written to the experiment directory as status.json."""
+"""The live table of a tuning job (a Tune callback, in the job's driver): trial, state, step,
+best distance, stop reason and an ETA from the evaluations left, redrawn in place on a
+terminal; otherwise printed as plain lines, with one line per evaluation. Written to the
+experiment directory as status.json."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import ray.tune
 
 from distgan import storage
-from distgan.progress import REPLAYED, STATUS_FILE, format_duration, render
+from distgan.progress import REPLAYED, STATUS_FILE, format_duration, format_eval, render
 
 
 class TrialTable(ray.tune.Callback):
@@ -38,6 +39,8 @@ class TrialTable(ray.tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
+        if not self.tty and self.fd_key in result and not result.get(REPLAYED):  # a redrawn table shows it
+            print(f"[{trial.trial_id}] {format_eval(result, self.fd_key)}", file=sys.stdout, flush=True)
         if self.fd_key in result:
             row["best"] = min(row["best"], float(result[self.fd_key]))
             row["step"] = int(result.get("step", 0))

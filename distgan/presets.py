@@ -4,9 +4,12 @@ the tests and the README's examples use; the GPU presets are sized for one moder
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from distgan.config import (ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig,
-                            OptimConfig, RunConfig, TrainConfig)
+import yaml
+
+from distgan.config import (ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
+                            TrainConfig, parse_set)
 
 
 def mnist_smoke() -> RunConfig:
@@ -77,3 +80,24 @@ def get(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r}: unknown, expected one of {sorted(PRESETS)}")
     return PRESETS[name]().validate()
+
+
+def load(preset: str | None = None, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The CLI's config: a preset or a YAML/JSON file, then --set overrides."""
+    if preset and config_file:
+        raise ConfigError("--preset and --config: give one of them")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config {config_file}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"--config {config_file}{where}: not valid YAML "
+                              f"({getattr(e, 'problem', None) or type(e).__name__})") from None
+        cfg = RunConfig.from_dict(raw)
+    else:
+        cfg = get(preset or "mnist")
+    return cfg.with_overrides(parse_set(overrides or []))

@@ -127,6 +127,9 @@ def optuna_study(rows: list[dict], dists: dict):
     job had no study of its own (PBT, PB2)."""
     import optuna
 
+    from distgan import console
+
+    console.quiet_loggers()  # optuna's first import set its own to INFO
     study = optuna.create_study(direction="minimize")
     for row in rows:
         if math.isfinite(row["best"]):

@@ -11,8 +11,7 @@ import torch
 from distgan import checkpoint
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import DataError, inspect
-from distgan.engine import GANEngine
-from distgan.local import pick_device
+from distgan.engine import GANEngine, pick_device
 from distgan.metrics import detectors, registry
 from distgan.metrics.evaluate import REAL_SEED, Evaluator
 from distgan.metrics.stats import real_stats
@@ -34,8 +33,8 @@ def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_rep
     generator = checkpoint.is_checkpoint(fake)
     if generator:
         state, run_cfg, _ = checkpoint.load(fake, map_location=dev)
-        if _shape(run_cfg) != tuple(info.sample_shape):
-            raise ConfigError(f"--fake {fake}: the generator makes {_shape(run_cfg)} samples, --real {real} holds "
+        if run_cfg.model.sample_shape != tuple(info.sample_shape):
+            raise ConfigError(f"--fake {fake}: the generator makes {run_cfg.model.sample_shape} samples, --real {real} holds "
                               f"{tuple(info.sample_shape)}")
     else:
         if Path(str(fake)).exists() and not Path(str(fake)).is_dir():
@@ -60,7 +59,3 @@ def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_rep
         raise DataError(f"--fake {fake}: {what} are not finite (NaN or inf): there is no distance to report")
     return {"detector": det.id, "n": n, "protocol": evaluator.fd_key, **metrics}
 
-
-def _shape(cfg: RunConfig) -> tuple[int, ...]:
-    m = cfg.model
-    return (m.resolution,) if m.arch == "mlp" else (m.channels, m.resolution, m.resolution)

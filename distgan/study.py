@@ -46,17 +46,18 @@ def load(experiment_dir: str, name: str):
     return optuna.load_study(study_name=name, storage=journal(experiment_dir, name))
 
 
-def fetch(experiment_dir: str, name: str) -> None:
-    """Before a resume: the copy in storage, unless the local one holds more (a journal only
-    grows; the local one is newer when the driver died between a write and its upload)."""
+def fetch(experiment_dir: str, name: str, resume: bool) -> None:
+    """Before a job starts: a new job's local copy is a dead job's of the same location, and
+    goes; a resumed one gets the copy in storage, unless the local one continues it (a
+    journal only grows: it is newer when the driver died between a write and its upload)."""
     if not storage.is_uri(experiment_dir):
         return
     remote, local = storage.join(experiment_dir, STUDY_FILE), Path(location(experiment_dir, name))
-    if not storage.exists(remote):
-        return
-    data = storage.read_bytes(remote)
-    if not local.is_file() or local.stat().st_size < len(data):
-        storage.atomic_write_local(local, data)
+    data = storage.read_bytes(remote) if resume and storage.exists(remote) else b""
+    if not (resume and local.is_file() and local.read_bytes().startswith(data)):
+        local.unlink(missing_ok=True)
+        if data:
+            storage.atomic_write_local(local, data)
 
 
 def push(experiment_dir: str, name: str) -> None:

@@ -14,28 +14,23 @@ checkpoint's URI with its scheme, and for PBT the checkpoint itself.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import ray
-import ray.exceptions
 import ray.train
 import ray.tune
-from ray.util.queue import Empty, Queue
 
-from distgan import checkpoint, storage, tracking
+from distgan import checkpoint, ray_internals, storage, tracking
 from distgan.config import RunConfig
 from distgan.data.schema import DatasetInfo
 from distgan.loop import evals_at
 from distgan.progress import REPLAYED
+from distgan.rundir import step_names
 
 EVALS = "evals"  # the schedulers' clock: evaluations by this step, so a resumed run keeps its rung
 CHECKPOINT_URI = "checkpoint_uri"  # where an evaluation's checkpoint is, scheme included
 LINEAGE_DIR = "lineage"
-TRAIN_RUN = "train_run_id"  # Ray Train's id of the run that made a report (cluster.Withdraw)
-_DONE = "__distgan_fit_done__"
 
 
 @dataclass(frozen=True)
@@ -51,9 +46,7 @@ class TrialContext:
     report_checkpoints: bool
     """PBT/PB2: each evaluation's state goes to Tune as a checkpoint, so exploit can copy it."""
     searched: tuple[str, ...]
-    echo: bool = True
-    """Print each evaluation (off when the live table redraws on a terminal)."""
-    dataset: Any = None
+    arrays: tuple[Any, Any] | None = None
     """The job's data read and decoded once into the object store by its driver (small sets),
     shared by every trial; None: each trial streams the Parquet itself."""
 
@@ -143,19 +136,6 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-class Forward(ray.train.UserCallback):
-    """Runs in Train's controller: each report (its checkpoint's URI, the Train run's id) onto
-    the queue the trial driver drains; a full queue holds the run until Tune has the previous
-    report."""
-
-    def __init__(self, queue: Queue):
-        self.queue = queue
-
-    def after_report(self, run_context, metrics, checkpoint):
-        where = storage.uri(checkpoint.filesystem, checkpoint.path) if checkpoint else None
-        self.queue.put(({**metrics[0], TRAIN_RUN: run_context.run_id}, where))
-
-
 def to_tune(metrics: dict, eval_every: int) -> dict:
     return {**metrics, EVALS: float(evals_at(int(metrics["step"]), eval_every))}
 
@@ -166,7 +146,7 @@ def replay(run_dir: str, eval_every: int, meta: dict) -> int:
     a trial that finished all its steps then, resumed with nothing left to train, ended one
     evaluation short in Tune. Steps Tune already has come twice; the trial table keeps the
     first. Returns how many were replayed."""
-    names = sorted((n for n in storage.list_dir(run_dir) if checkpoint.NAME.match(n)), reverse=True)
+    names = step_names(run_dir)
     for name in names:
         try:
             history = json.loads(storage.read_text(storage.join(run_dir, name, checkpoint.HISTORY)))
@@ -181,54 +161,28 @@ def replay(run_dir: str, eval_every: int, meta: dict) -> int:
     return 0
 
 
-def drive(trainer, queue: Queue, eval_every: int, report_checkpoints: bool) -> ray.train.Result:
-    """fit() in a thread; this (the trial's) thread forwards every report to Tune."""
-    box: dict[str, Any] = {}
+def to_tune_report(eval_every: int, report_checkpoints: bool):
+    """What the trial driver does with each report of its Train run: hand it to Tune, with
+    the schedulers' clock, the checkpoint's URI and, for PBT, the checkpoint itself."""
 
-    def fit() -> None:
-        try:
-            box["result"] = trainer.fit()
-        except BaseException as e:  # handed to the trial's thread
-            box["error"] = e
-        finally:
-            try:
-                queue.put(_DONE)
-            except ray.exceptions.RayError:  # Tune already stopped the trial (its queue went with it)
-                pass
-
-    thread = threading.Thread(target=fit, name="distgan-fit", daemon=True)
-    thread.start()
-    while True:
-        try:
-            item = queue.get(timeout=5)
-        except Empty:
-            if not thread.is_alive() and queue.empty():
-                break
-            continue
-        if item == _DONE:
-            break
-        metrics, where = item
+    def report(metrics: dict, where: str | None) -> None:
         ckpt = None
         if where is not None and report_checkpoints:
             fs, path = storage.resolve(where)
             ckpt = ray.tune.Checkpoint(path=path, filesystem=fs)
         ray.tune.report({**to_tune(metrics, eval_every), **({CHECKPOINT_URI: where} if where else {})},
                         checkpoint=ckpt)
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    return report
 
 
 def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     """One Tune trial (`job` is the tuning.JobSpec)."""
-    from distgan.launch import build_trainer
+    from distgan.launch import drive
     from distgan.worker import WorkerSpec, fault_from_env
 
     cfg = RunConfig.from_dict(job.base).with_overrides(params)
     trial_id = ray.tune.get_context().get_trial_id()
-    # Tune's storage logs every checkpoint it persists at INFO (with PBT, one per evaluation)
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    ray_internals.quiet_tune_storage()
     came_from = origin(trial_id, ray.tune.get_checkpoint(), ctx.searched, params)
     log = tracking.RunLog.for_trial(ctx.mlflow_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, cfg.flat(),
                                     spool=storage.join(ctx.experiment_dir, "train", came_from.run_name, "mlflow_spool"))
@@ -239,12 +193,11 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
     train_dir = storage.join(ctx.experiment_dir, "train")
     replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta)
-    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env())
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    trainer = build_trainer(spec, train_dir, came_from.run_name, callbacks=[Forward(queue)], prefix=f"[{trial_id}] ",
-                            data=ctx.dataset, echo=ctx.echo, run_log=log)
+    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env(),
+                      arrays=ctx.arrays)
     try:
-        drive(trainer, queue, cfg.train.eval_every, ctx.report_checkpoints)
+        drive(spec, storage.join(train_dir, came_from.run_name),
+              to_tune_report(cfg.train.eval_every, ctx.report_checkpoints), run_log=log)
     except BaseException:
         if log is not None:
             log.end("FAILED")

@@ -36,11 +36,12 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianSt
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
-from distgan import cluster, storage, study, sweep, tracking
+from distgan import cluster, console, storage, study, sweep, tracking
 from distgan.config import ConfigError, RunConfig, RunFailed
 from distgan.data.schema import inspect
-from distgan.launch import STORAGE_ENV, dataset, ensure_real_stats, fd_key, should_materialize
+from distgan.launch import STORAGE_ENV, ensure_real_stats, fd_key, in_memory, put_arrays
 from distgan.loop import evals_at
+from distgan.rundir import data_location
 from distgan.trial import EVALS, TrialContext, read_lineage, trial_driver
 
 OBJECTIVE = "fd_best"
@@ -131,8 +132,6 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
     """Validate everything a job needs before Ray starts; the data is prepared into the job.
     Precedence: the command line (`overrides`, `trials`, `scheduler`) over the sweep file's
     budget and scheduler over the preset (`base`)."""
-    from distgan.local import resolve_data
-
     overrides = overrides or {}
     found = sweep.load(space_path, base.with_overrides(overrides))
     b = found.budget
@@ -153,7 +152,7 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
         raise FileExistsError(errno.EEXIST, "a tuning job exists there (use --resume)", storage.join(location, name))
     uri = tracking.check_uri(base.tracking.mlflow_uri or tracking.default_uri())
     tracking.check_reachable(uri)
-    data_dir = resolve_data(base, storage.join(location, name))
+    data_dir = data_location(base, storage.join(location, name))
     return JobSpec(name=name, storage=location, base=base.to_dict(), space_path=str(space_path),
                    space_text=Path(space_path).read_text(), data_dir=data_dir, trials=trials, scheduler=spec,
                    max_concurrent=0, seed=seed, meta={"preset": preset}, mlflow_uri=uri,
@@ -263,6 +262,7 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        console.quiet_loggers()  # optuna's first import set its own to INFO
         searcher = OptunaSearch(space=functools.partial(found.sample, base=flat), metric=OBJECTIVE, mode="min",
                                 sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
                                 points_to_evaluate=found.start or None, study_name=job.name,
@@ -292,10 +292,10 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
     tracking.check_reachable(job.mlflow_uri)
     cluster.connect()
     cap = cluster.capacity()
-    cluster.check_fits(base, cap)
-    cluster.multinode(base, job.storage, job.mlflow_uri, cap, job.data_dir)
     info = inspect(job.data_dir)
-    shared = should_materialize(base.data.materialize, info)
+    shared = in_memory(base.data.materialize, info)
+    cluster.check_fits(base, cap, shared)
+    cluster.multinode(base, job.storage, job.mlflow_uri, cap, job.data_dir)
     if not resume:
         job.max_concurrent = max_concurrent or cluster.concurrency(base, cap, job.trials, shared)
         job.save()
@@ -310,19 +310,18 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
         try:
             cluster.scale_up(base, min(job.max_concurrent, job.trials), say, shared_data=shared)
             stats_at = ensure_real_stats(base, info, base.eval.cache_dir or storage.join(job.experiment_dir, "stats"), say)
-            data = dataset(base, info, materialize=True) if shared else None  # read once for every trial
+            arrays = put_arrays(info) if shared else None  # read once for every trial
             table = live.TrialTable(job, fd_key(base), evals_budget(base))
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
                                job.schedule().kind in sweep.POPULATION, tuple(p.key for p in found.params),
-                               echo=not table.tty, dataset=data)
+                               arrays=arrays)
             callbacks = [table, requests]
             if job.schedule().kind not in sweep.POPULATION:
                 where = storage.join(job.experiment_dir, study.STUDY_FILE)
                 c.set_tag(parent, tracking.STUDY, where)
                 say(f"Optuna study: {where} (optuna-dashboard {study.location(job.experiment_dir, job.name)})")
                 callbacks.append(study.Sync(job.experiment_dir, job.name))
-                if resume:
-                    study.fetch(job.experiment_dir, job.name)
+                study.fetch(job.experiment_dir, job.name, resume)
             with stable_cwd():
                 results = build_tuner(job, found, ctx, restore=resume, callbacks=callbacks).fit()
             # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk

@@ -10,7 +10,6 @@ before each evaluation. Batch statistics stay per rank unless model.sync_bn.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import posixpath
 import tempfile
@@ -25,10 +24,10 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from distgan import checkpoint, storage
+from distgan import checkpoint, ray_internals, storage
 from distgan.config import RunConfig
 from distgan.data.prepare import mixture_modes
-from distgan.data.reader import decode_raw
+from distgan.data.reader import decode_raw, epoch_batches
 from distgan.data.schema import DataError, DatasetInfo
 from distgan.distributed import all_gather_object
 from distgan.engine import GANEngine
@@ -37,6 +36,7 @@ from distgan.metrics import detectors, registry, stats
 from distgan.metrics.evaluate import Evaluator
 from distgan.models import build_models
 from distgan.plots import sample_grid
+from distgan.rundir import latest_good
 
 TRAIN_DATASET = "train"
 # No buffer broadcast at each forward (identical weights give identical spectral-norm vectors on
@@ -46,6 +46,7 @@ DDP_OPTIONS = {("forward_sync_buffers" if "forward_sync_buffers" in inspect.sign
     nn.parallel.DistributedDataParallel.__init__).parameters else "broadcast_buffers"): False,
     "gradient_as_bucket_view": True}
 FAULT_STEP_ENV, FAULT_MARKER_ENV = "DISTGAN_FAULT_STEP", "DISTGAN_FAULT_MARKER"
+NOTES = "notes"  # lines for the driver's console, riding on a report
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class WorkerSpec:
     """Travels in every report: trial id, run name, MLflow run id."""
     initial: str | None = None
     """A checkpoint to start from when the run has none of its own (a PBT exploit)."""
+    arrays: tuple[Any, Any] | None = None
+    """The whole set (uint8 images or float points, int64 labels) in the object store: every
+    rank indexes its slice of the same global batches; None: stream the Ray Data shard."""
     fault: dict | None = None
     """Test-only: {'step', 'marker'} makes the last rank raise once at that step."""
 
@@ -74,6 +78,18 @@ def build_engine(cfg: RunConfig) -> GANEngine:
     G = ray.train.torch.prepare_model(G, parallel_strategy_kwargs=DDP_OPTIONS)
     D = ray.train.torch.prepare_model(D, parallel_strategy_kwargs=DDP_OPTIONS)
     return GANEngine(cfg, G, D, ray.train.torch.get_device(), rank=rank, world_size=world)
+
+
+def batches_for(spec: WorkerSpec, engine: GANEngine) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The rank's batches: from the set in memory, continuing exactly at the engine's step;
+    streamed, a resumed run starts a new shuffle (Ray Data's order is not a function of it)."""
+    rows = spec.run.train.batch_size * spec.run.train.n_d
+    if spec.arrays is not None:
+        x, y = ray.get(list(spec.arrays))
+        return epoch_batches(x, y, rows, spec.run.train.seed, start=engine.step_count, rank=engine.rank,
+                             world_size=engine.world_size)
+    seed = int(np.random.SeedSequence([spec.run.train.seed, engine.step_count, engine.rank]).generate_state(1)[0])
+    return shard_batches(rows, seed, engine.device.type == "cuda")
 
 
 def shard_batches(rows: int, seed: int, cuda: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -105,49 +121,24 @@ def _fault_injector(batches: Iterator, engine: GANEngine, fault: dict | None) ->
         yield item
 
 
-def quiet_report_log() -> None:
-    """Ray 2.60's Train V2 logs each report's whole metrics dict at INFO through a logger named
-    by its file path, which LoggingConfig's level (set on 'ray.train') does not reach; the
-    driver already prints one line per evaluation. (A private module: Ray is pinned to 2.60.)"""
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-def load_start(location: str, device: torch.device) -> tuple[dict, list[dict], str] | None:
-    """The newest good checkpoint at or before `location` among its siblings: a damaged one
-    (a cut upload, a flipped byte) is skipped with one line, and the one before it is used."""
-    parent, own = posixpath.split(location.rstrip("/"))
-    names = [n for n in storage.list_dir(parent) if checkpoint.NAME.match(n) and n <= own] or [own]
-    for name in sorted(names, reverse=True):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                d = storage.download(storage.join(parent, name), Path(tmp) / name)
-                state, _, _ = checkpoint.load(d, map_location=device)
-                history = checkpoint.load_history(d)
-            except (checkpoint.CheckpointError, OSError) as e:
-                print(f"skipping a damaged checkpoint: {e}", flush=True)
-                continue
-        return state, history, name
-    return None
-
-
 def train_loop_per_worker(config: dict) -> None:
-    quiet_report_log()
+    ray_internals.quiet_train_reports()
     spec: WorkerSpec = config["spec"]
     cfg = spec.run
     engine = build_engine(cfg)
     history: list[dict] = []
+    notes: list[str] = []  # for the driver's console, with the first report
     restored = ray.train.get_checkpoint()
     start = storage.uri(restored.filesystem, restored.path) if restored is not None else spec.initial
     if start is not None:
-        loaded = load_start(start, engine.device)
+        parent, newest = posixpath.split(start.rstrip("/"))
+        loaded = latest_good(parent, engine.device, newest=newest)
         if loaded is None:
             raise checkpoint.CheckpointError(f"{start}: no readable checkpoint there or before it")
-        state, history, _ = loaded
-        engine.load_state_dict(state)
-        if restored is None:  # another trial's state (PBT): its evaluations are not this run's
-            history = []
+        notes += [f"skipping a damaged checkpoint: {note}; resuming from {loaded.name}" for note in loaded.skipped]
+        engine.load_state_dict(loaded.state)
+        if restored is not None:  # another trial's state (PBT) holds evaluations that are not this run's
+            history = loaded.history
     detector = detectors.build(cfg.eval.detector, spec.data.sample_shape, device=engine.device)
     real = None
     if engine.rank == 0:  # rank 0 alone computes the metrics
@@ -157,19 +148,18 @@ def train_loop_per_worker(config: dict) -> None:
         real = real.to(engine.device)
     evaluator = Evaluator(detector, real, cfg.eval.num_samples, cfg.eval.batch_size,
                           registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device)
-    rows = cfg.train.batch_size * cfg.train.n_d
-    batches = _fault_injector(shard_batches(rows, cfg.train.seed + 1000 * engine.step_count + engine.rank,
-                                            engine.device.type == "cuda"), engine, spec.fault)
+    batches = _fault_injector(batches_for(spec, engine), engine, spec.fault)
     # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
     meta = {**spec.meta, "worker_nodes": worker_nodes, "world_size": engine.world_size,
             "torch_threads": torch.get_num_threads()}
 
     def on_eval(metrics: dict[str, float]) -> None:
-        # the checkpoint (and its sample grid) goes to storage with the report; MLflow hears of
-        # it from Train's controller once Train has it (launch.Track)
+        # the checkpoint (and its sample grid) goes to storage with the report; the run's files
+        # and MLflow hear of it from Train's controller once Train has it (launch.Record)
         step = engine.step_count
-        metrics = {**metrics, **meta}
+        metrics = {**metrics, **meta, **({NOTES: "\n".join(notes)} if notes else {})}
+        notes.clear()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if engine.rank == 0:

@@ -45,7 +45,7 @@ def workspace(tmp_path_factory, mnist_dir):
     (ws / "corrupt" / "part-00000.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
     (ws / "emptydir").mkdir()
     damaged = ws / "damaged"
-    shutil.copytree(ws / "run" / "checkpoints" / "step_0000020", damaged)
+    shutil.copytree(ws / "run" / "step_0000020", damaged)
     raw = bytearray((damaged / "state.pt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (damaged / "state.pt").write_bytes(bytes(raw))

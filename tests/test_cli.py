@@ -37,16 +37,16 @@ def test_train_writes_grid_checkpoint_and_metrics(smoke_run):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [10, 20]
     assert all("fd_lenet500" in m and "d_real" in m and "classes_covered" in m for m in lines)
-    assert checkpoint.is_checkpoint(out / "checkpoints" / "step_0000020")
+    assert checkpoint.is_checkpoint(out / "step_0000020")
     assert "step 10 | fd_lenet500" in stdout and "best checkpoint:" in stdout
 
 
 def test_existing_run_is_not_overwritten_without_force(smoke_run, capsys):
     out, _ = smoke_run
-    before = (out / "checkpoints" / "step_0000020" / "state.pt").read_bytes()
+    before = (out / "step_0000020" / "state.pt").read_bytes()
     assert main(["train", *SMOKE, "--out", str(out)]) == 2
     _one_error_line(capsys, str(out), "--force")
-    assert (out / "checkpoints" / "step_0000020" / "state.pt").read_bytes() == before
+    assert (out / "step_0000020" / "state.pt").read_bytes() == before
 
 
 def test_resume_continues_exactly(tmp_path, mnist_dir):
@@ -54,8 +54,8 @@ def test_resume_continues_exactly(tmp_path, mnist_dir):
     assert main(["train", *SMOKE, "--out", str(tmp_path / "a"), "--set", data]) == 0
     assert main(["train", *SMOKE, "--out", str(tmp_path / "b"), "--set", data, "--set", "train.steps=10"]) == 0
     assert main(["train", "--resume", str(tmp_path / "b"), "--set", "train.steps=20", "--no-progress"]) == 0
-    a, _, ma = checkpoint.load(tmp_path / "a" / "checkpoints" / "step_0000020")
-    b, _, mb = checkpoint.load(tmp_path / "b" / "checkpoints" / "step_0000020")
+    a, _, ma = checkpoint.load(tmp_path / "a" / "step_0000020")
+    b, _, mb = checkpoint.load(tmp_path / "b" / "step_0000020")
     for net in ("G", "D", "G_ema"):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
     assert ma["fd_lenet500"] == mb["fd_lenet500"]
@@ -74,7 +74,7 @@ def test_resume_continues_exactly(tmp_path, mnist_dir):
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, args, needles):
     assert main(["train", *SMOKE, "--out", str(tmp_path / "r"), *args]) == 2
     _one_error_line(capsys, *needles)
-    assert not (tmp_path / "r" / "checkpoints").exists()
+    assert not (tmp_path / "r").exists()
 
 
 def test_wrong_schema_and_missing_checkpoint_are_named(tmp_path, capsys):
@@ -98,7 +98,7 @@ def test_data_prepare_command(tmp_path, capsys):
 def test_fid_of_a_checkpoint_matches_the_evaluation_that_wrote_it(smoke_run, mnist_dir, capsys):
     out, _ = smoke_run
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert main(["fid", "--real", str(mnist_dir), "--fake", str(out / "checkpoints" / "step_0000020"),
+    assert main(["fid", "--real", str(mnist_dir), "--fake", str(out / "step_0000020"),
                  "--n", "500", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["fd_lenet500"] == pytest.approx(logged["fd_lenet500"], rel=1e-9)

@@ -1,7 +1,8 @@
 import pytest
 
 from distgan import presets
-from distgan.config import ConfigError, RunConfig, load, parse_set
+from distgan.config import ConfigError, RunConfig, parse_set
+from distgan.presets import load
 
 
 def test_every_preset_validates_and_round_trips():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from distgan import checkpoint, server, tracking
+from distgan import checkpoint, rundir, server, tracking
 from distgan.cli import main
 
 pytestmark = pytest.mark.slow
@@ -114,13 +114,13 @@ def test_a_worker_killed_with_sigkill_resumes_from_its_last_checkpoint(ray_sessi
     steps = [m.step for m in c.get_metric_history(child.info.run_id, "fd_lenet500")]
     assert sorted(steps) == sorted(set(steps)) and max(steps) == 80
     run = next((tmp_path / "kill" / "train").iterdir())
-    assert max(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(run)) == 80
+    assert max(int(n.split("_")[1]) for n in rundir.step_names(str(run))) == 80
 
 
 def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *SMOKE, "--out", str(out), "--set", f"data.path={mnist_dir}", "--set", "train.steps=30"]) == 0
-    latest = out / "checkpoints" / "step_0000030" / "state.pt"
+    latest = out / "step_0000030" / "state.pt"
     raw = bytearray(latest.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte: a torn write, a bad disk
     latest.write_bytes(bytes(raw))
@@ -130,7 +130,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(mnist_dir, tmp_
     assert len(said) == 1 and "step_0000030" in said[0] and "resuming from step_0000020" in said[0]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30, 40]  # step 30 trained again from step 20's state
-    state, _, _ = checkpoint.load(out / "checkpoints" / "step_0000040")
+    state, _, _ = checkpoint.load(out / "step_0000040")
     assert state["step"] == 40
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from distgan import checkpoint, server, tracking
+from distgan import rundir, server, tracking
 from distgan.trial import LINEAGE_DIR, exploit_run
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def _alive(pid: int) -> bool:
 
 def _steps(exp, trial: str, rec: dict) -> list[int]:
     """The steps checkpointed by the Train run an exploit started."""
-    return sorted(int(d.name.split("_")[1]) for d in checkpoint.step_dirs(exp / "train" / exploit_run(trial, rec)))
+    return sorted(int(n.split("_")[1]) for n in rundir.step_names(str(exp / "train" / exploit_run(trial, rec))))
 
 
 @pytest.mark.timeout(1200)

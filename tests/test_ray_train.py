@@ -1,5 +1,6 @@
 """Distributed training on a real local Ray: Train V2 workers, DDP over gloo, Ray Data."""
 
+import json
 import math
 import sys
 
@@ -34,7 +35,7 @@ def _spec(cfg, data_dir, tmp_path, **kw) -> WorkerSpec:
 @pytest.mark.timeout(300)  # with a whole CPU per worker on 2 cores, Ray Data starves and this hangs
 def test_two_workers_stream_ray_data_report_distances_and_checkpoints_restore(ray_session, mnist_dir, tmp_path):
     cfg = _smoke()
-    result = build_trainer(_spec(cfg, mnist_dir, tmp_path), str(tmp_path), "smoke").fit()
+    result = build_trainer(_spec(cfg, mnist_dir, tmp_path), str(tmp_path / "smoke")).fit()
     assert result.error is None
     df = result.metrics_dataframe.sort_values("step")  # Ray orders rows by checkpoint score
     assert df["step"].tolist() == [10, 20] and df["world_size"].tolist() == [2, 2]
@@ -48,7 +49,7 @@ def test_two_workers_stream_ray_data_report_distances_and_checkpoints_restore(ra
     again = evaluate_engine(engine, Evaluator.build(saved_cfg, inspect(str(mnist_dir)), torch.device("cpu")))
     assert again["fd_lenet500"] == pytest.approx(metrics["fd_lenet500"], rel=1e-6)
     assert (tmp_path / "smoke" / "step_0000020" / "samples.png").is_file()
-    assert best_checkpoint(result, "fd_lenet500")[1]["fd_lenet500"] == min(df["fd_lenet500"])
+    assert best_checkpoint(result, "fd_lenet500").metrics["fd_lenet500"] == min(df["fd_lenet500"])
     # one real-statistics computation for the run, in the run's storage
     assert len(storage.list_dir(str(tmp_path / "stats"))) == 1
 
@@ -107,7 +108,7 @@ def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir
     cfg = _smoke(**{"train.steps": 30})
     assert cfg.scaling.max_failures >= 1  # the default: a run survives a worker's death
     spec = _spec(cfg, mnist_dir, tmp_path, fault={"step": 15, "marker": str(marker)})
-    result = build_trainer(spec, str(tmp_path), "fault").fit()
+    result = build_trainer(spec, str(tmp_path / "fault")).fit()
     assert result.error is None and marker.read_text() == "raised"
     assert sorted(result.metrics_dataframe["step"].tolist()) == [10, 20, 30]
     state, _, _ = checkpoint.load(result.checkpoint.path)
@@ -126,17 +127,31 @@ def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_
     assert storage.check_writable(str(tmp_path / "new"), "--storage") == str(tmp_path / "new")
 
 
-@pytest.mark.timeout(300)
-def test_train_command_with_workers_prints_evaluations_and_guards_the_run(ray_session, mnist_dir, tmp_path, capsys):
+@pytest.mark.timeout(600)
+def test_train_command_with_workers_guards_replaces_and_resumes_exactly(ray_session, mnist_dir, tmp_path, capsys):
+    """One layout, one stream: a run replaced with --force in a --storage that is not the
+    parent of --out, then resumed, ends bit for bit where an uninterrupted run ends."""
     from distgan.cli import main
 
-    args = ["train", "--preset", "mnist_smoke", "--workers", "2", "--out", str(tmp_path / "run"),
-            "--set", f"data.path={mnist_dir}"]
-    assert main(args) == 0
+    base = ["train", "--preset", "mnist_smoke", "--workers", "2", "--set", f"data.path={mnist_dir}"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--set", "train.steps=30"]) == 0
     out = capsys.readouterr().out
-    assert f"best checkpoint: {tmp_path / 'run'}/step_00000" in out
-    assert (tmp_path / "run" / "step_0000020" / "state.pt").is_file()
-    assert main(args) == 2  # an existing run is not overwritten
+    assert f"best checkpoint: {tmp_path / 'a'}/step_00000" in out
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2  # an existing run is not overwritten
     assert "--force" in capsys.readouterr().err
+    b = [*base, "--out", str(tmp_path / "b"), "--storage", str(tmp_path / "s")]
+    assert main([*b, "--set", "train.steps=10"]) == 0
+    assert main([*b, "--force", "--set", "train.steps=20"]) == 0  # replaced, though --out is elsewhere
+    run = tmp_path / "s" / "b"
+    assert not (run / ".replaced").exists() and not (tmp_path / "b").exists()
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+    assert main(["train", "--workers", "2", "--resume", str(tmp_path / "b"), "--storage", str(tmp_path / "s"),
+                 "--set", "train.steps=30"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 30  # after its first good step
+    assert (run / "samples" / "step_0000030.png").is_file() and json.loads((run / "best.json").read_text())
+    one, _, _ = checkpoint.load(tmp_path / "a" / "step_0000030")
+    resumed, _, _ = checkpoint.load(run / "step_0000030")
+    for net in ("G", "D", "G_ema"):  # the same batches on every rank, before and after the resume
+        assert all(torch.equal(one[net][k], resumed[net][k]) for k in one[net]), net
     assert main(["train", "--preset", "mnist_smoke", "--workers", "8", "--out", str(tmp_path / "other")]) == 2
     assert "Ray has 2" in capsys.readouterr().err

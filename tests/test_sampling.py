@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from distgan.config import ConfigError
-from distgan.registry import sample_latents, slerp
+from distgan.model_registry import sample_latents, slerp
 from distgan.tracking import check_uri
 
 

@@ -107,3 +107,22 @@ def test_tuning_job_in_object_storage_resumes_promotes_and_samples(ray_session, 
         assert json.loads(storage.read_text(storage.join(job, "distgan_job.json")))["storage"] == s3.uri("tune")
     finally:
         server.stop(mlflow_proc)
+
+
+def test_a_jobs_study_copy_is_never_another_jobs(s3):
+    """The local copy of a study in a bucket: a new job at a dead job's location starts
+    clean; a resume takes the bucket's copy unless the local one continues it."""
+    job = s3.uri("studies", "j")
+    local = Path(study.location(job, "j"))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(b"a dead job's trials")
+    study.fetch(job, "j", resume=False)
+    assert not local.exists()
+    storage.write_bytes(storage.join(job, study.STUDY_FILE), b"ask 1\ntell 1\n")
+    local.write_bytes(b"ask 1\ntell 1\nask 2\n")  # the driver died before it uploaded this
+    study.fetch(job, "j", resume=True)
+    assert local.read_bytes() == b"ask 1\ntell 1\nask 2\n"
+    local.write_bytes(b"something else")  # another machine's, or another job's
+    study.fetch(job, "j", resume=True)
+    assert local.read_bytes() == b"ask 1\ntell 1\n"
+    local.unlink()

@@ -212,3 +212,48 @@ def test_a_replay_cut_before_it_deleted_its_entry_logs_nothing_twice(mlflow_serv
     assert [m.value for m in c.get_metric_history(run_id, "fd_lenet500")] == [12.5]
     images = [f.path for f in c.list_artifacts(run_id, "images") if "step+40+" in f.path or "step%40%" in f.path]
     assert len([p for p in images if p.endswith(".png")]) == 1, images
+
+
+@pytest.mark.timeout(900)
+def test_two_jobs_on_one_store_both_finish_with_every_evaluation_in_mlflow(ray_session, tmp_path):
+    """The first job starts the store's server and ends first; the second, which joined it,
+    goes on logging to it until its own end."""
+    import json
+    import os
+    import subprocess
+    import time
+
+    from distgan import server
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"params": {"optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 1e-3}}}))
+    db = tmp_path / "mlflow" / "mlflow.db"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+
+    def job(name: str, steps: int, every: int) -> subprocess.Popen:
+        args = ["tune", "--preset", "ring8", "--space", str(space), "--trials", "1", "--workers", "1",
+                "--scheduler", "none", "--storage", str(tmp_path), "--name", name, "--mlflow-uri", f"sqlite:///{db}",
+                "--experiment", "two", "--set", f"train.steps={steps}", "--set", f"train.eval_every={every}",
+                "--set", "data.num_points=8000", "--set", "stop.saturation_evals=0"]
+        return subprocess.Popen([sys.executable, "-m", "distgan.cli", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = job("first", 200, 100)
+    deadline = time.time() + 120
+    while not (db.parent / server.PID_FILE).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    second = job("second", 4000, 1000)  # long enough to outlive the first
+    out_first, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out_first[-3000:]
+    assert second.poll() is None, "the second job ended first: nothing was shared"
+    out_second, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out_second[-3000:]
+    assert "spooled" not in out_second and "unreachable" not in out_second, out_second[-3000:]
+    assert not (db.parent / server.PID_FILE).exists()  # the last one out stopped it
+    c = MlflowClient(f"sqlite:///{db}")
+    exp_id = c.get_experiment_by_name("two").experiment_id
+    steps = {}
+    for run in c.search_runs([exp_id], tracking.tag_filter({tracking.KIND: "trial"})[0]):
+        parent = c.get_run(run.data.tags[tracking.PARENT])
+        steps[parent.data.tags[tracking.JOB]] = [m.step for m in c.get_metric_history(run.info.run_id, "fd_coords2k")]
+    assert steps == {"first": [100, 200], "second": [1000, 2000, 3000, 4000]}, json.dumps(steps)

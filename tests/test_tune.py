@@ -4,6 +4,7 @@ table and the study on disk, Ctrl-C and resume, exit codes."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from distgan import cluster, presets, sweep, tracking
 from distgan.cli import main
 from distgan.config import ConfigError
 from distgan.report import trial_rows
-from distgan.trial import EVALS, TRAIN_RUN, TrialContext, lineage_file, read_lineage, settle_lineage
+from distgan.cluster import TRAIN_RUN
+from distgan.trial import EVALS, TrialContext, lineage_file, read_lineage, settle_lineage
 from distgan.study import STUDY_FILE
 from distgan.tuning import JOB_FILE, build_scheduler
 
@@ -78,7 +80,7 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     crashed = table[table["stop_reason"] == "error"]
     assert 2.0e-3 in crashed["optim.lr_g"].round(9).tolist() and (crashed["train.batch_size"] == 20000).all()
     assert all(Path(f).is_file() for f in crashed["error_file"])
-    assert "rows: more than this worker's shard holds" in Path(crashed["error_file"].iloc[0]).read_text()
+    assert "rows x 1 workers: more than the data set's 8000" in Path(crashed["error_file"].iloc[0]).read_text()
     assert diverging["stop_reason"] == "diverged" and diverging["evals"] == 1
     assert good["evals"] == 4 and math.isfinite(good["best"])  # the file's steps / eval_every
     # ASHA (the file's scheduler) stopped the slow-learning trial at a rung, before its budget
@@ -134,6 +136,19 @@ def _reported(exp: Path) -> dict[str, list[tuple]]:
     return rows
 
 
+#: What Ray, Tune, Optuna and matplotlib print when left to themselves (seen in a job's console).
+INTERNALS = re.compile(r"pid=|\(raylet\)|core_worker|INFO|WARNING|Warning|warnings\.warn|TensorBoard|tensorboard|"
+                       r"Configuration for experiment|View detailed results|^\[I \d|Traceback|╭|│")
+
+
+def assert_only_distgans_lines(stdout: str, stderr: str) -> None:
+    """A clean job's console: distgan's lines and its live table, nothing from the libraries."""
+    assert not stderr.strip(), stderr[-3000:]
+    noise = [line for line in stdout.splitlines() if INTERNALS.search(line)]
+    assert not noise, noise[:10]
+    assert re.search(r"^\[\w+\] step \d+ \| fd_coords2k ", stdout, re.M), stdout[-2000:]  # its evaluations
+
+
 @pytest.mark.timeout(900)
 def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
     # long enough evaluation windows that Ctrl-C lands while the second trial trains
@@ -158,6 +173,7 @@ def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials
     r = subprocess.run([sys.executable, "-m", "distgan.cli", "tune", "--resume", str(exp)], env=env,
                        capture_output=True, text=True, timeout=700)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert_only_distgans_lines(r.stdout, r.stderr)
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 2 and (table["evals"] == 4).all()
     for name, rows in first.items():  # finished trials were not run again

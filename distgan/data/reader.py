@@ -61,20 +61,27 @@ def load_all(directory: str, raw: bool = False) -> tuple[torch.Tensor, torch.Ten
     return (x if raw else normalize(x)), y, info
 
 
-def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, start: int = 0
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches; batch k of the stream is a pure function of (seed, k),
-    so a resumed run continues the exact data order from `start`."""
-    n = len(x)
-    if batch > n:
-        raise DataError(f"train.batch_size x train.n_d = {batch} rows: more than the data set's {n}")
-    per_epoch = n // batch
+def epoch_batches(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, batch: int, seed: int, start: int = 0,
+                  rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches of `batch` rows for each of `world_size` ranks: global batch
+    k (batch x world_size rows) is a pure function of (seed, k) and rank r takes its r-th
+    slice. The position is the step: a run resumed at `start` draws exactly what it would
+    have, on every rank, and N ranks draw together what one process draws with N x batch.
+    `x` and `y` may be numpy arrays (read-only ones from Ray's object store included)."""
+    n, rows = len(x), batch * world_size
+    if rows > n:
+        raise DataError(f"train.batch_size x train.n_d = {batch} rows x {world_size} workers: more than the data "
+                        f"set's {n}")
+    per_epoch = n // rows
     k, perm_epoch, perm = start, -1, None
     while True:
         epoch, offset = divmod(k, per_epoch)
         if epoch != perm_epoch:
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
             perm_epoch = epoch
-        idx = perm[offset * batch:(offset + 1) * batch]
-        yield x[idx], y[idx]
+        idx = perm[offset * rows + rank * batch:offset * rows + (rank + 1) * batch]
+        if isinstance(x, np.ndarray):
+            yield torch.from_numpy(x[idx.numpy()]), torch.from_numpy(y[idx.numpy()])
+        else:
+            yield x[idx], y[idx]
         k += 1

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distgan import storage
-from distgan.config import InputError
+from distgan.errors import InputError
 
 ENCODINGS = ("uint8", "png", "float32")
 META_KEY = b"distgan"
@@ -61,6 +61,15 @@ class DatasetInfo:
     def sample_shape(self) -> tuple[int, ...]:
         """One decoded sample: (dimension,) for points, (C, H, W) for images."""
         return (self.width,) if self.is_points else (self.channels, self.height, self.width)
+
+    def check_model(self, model) -> None:
+        """That a model (config.ModelConfig) makes samples like these and knows every class."""
+        if model.sample_shape != tuple(self.sample_shape):
+            raise InputError(f"model: expects samples of shape {model.sample_shape}, but {self.location} holds "
+                             f"{tuple(self.sample_shape)} (set model.resolution/model.channels)")
+        if model.conditional and model.num_classes < self.num_classes:
+            raise InputError(f"model.num_classes: {model.num_classes} is fewer than the {self.num_classes} classes "
+                             f"of {self.location}")
 
     def filesystem(self) -> pafs.FileSystem:
         return storage.resolve(self.location)[0]

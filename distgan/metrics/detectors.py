@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from distgan.config import InputError
+from distgan.errors import InputError
 from distgan.models.lenet import LeNet
 
 LENET_WEIGHTS = "lenet_mnist.pt"

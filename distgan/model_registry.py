@@ -111,7 +111,7 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    from distgan.local import pick_device
+    from distgan.engine import pick_device
 
     dev = pick_device(device)
     c = tracking.client(uri)

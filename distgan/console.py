@@ -1,0 +1,53 @@
+"""What a person reads on the console of a distgan command: distgan's own lines, the live
+table and errors. Ray's, Tune's, Optuna's and matplotlib's chatter (start-up banners, INFO
+lines, deprecation and experimental warnings, whatever Ray's workers print) is off, unless
+`--verbose` or DISTGAN_DEBUG=1 asks for it; Ray's log files keep what they always do.
+distgan's own lines come from its drivers, never through Ray's log forwarding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+VERBOSE_ENV = "DISTGAN_VERBOSE"
+
+#: Set before Ray starts, so the processes of a local Ray instance inherit them.
+QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's configuration box, results path and TensorBoard hint
+    "RAY_DEDUP_LOGS": "0",  # Ray folds lines that differ only in numbers ("[repeated Nx]"): every evaluation
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",  # Ray Data's, in its workers
+}
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "optuna", "matplotlib")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1" or os.environ.get("DISTGAN_DEBUG") == "1"
+
+
+def quiet() -> None:
+    """Called by the command line before it does anything that imports Ray."""
+    if verbose():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    quiet_loggers()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(ray|optuna|matplotlib)(\.|$)")  # their UserWarnings
+    warnings.filterwarnings("ignore", message=r".* is experimental")  # optuna's ExperimentalWarning
+
+
+def quiet_loggers() -> None:
+    """Again after the libraries configured their loggers (ray.init and optuna's first use
+    set theirs to INFO)."""
+    if verbose():
+        return
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def ray_logging_level() -> int:
+    return logging.INFO if verbose() else logging.ERROR
