@@ -7,6 +7,8 @@ distgan's own lines come from its drivers, never through Ray's log forwarding.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import warnings
@@ -18,8 +20,10 @@ QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # Tune's configuration box, results path and TensorBoard hint
     "RAY_DEDUP_LOGS": "0",  # Ray folds lines that differ only in numbers ("[repeated Nx]"): every evaluation
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",  # Ray Data's, in its workers
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at ..." when a run ends
 }
-QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "optuna", "matplotlib")
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "optuna", "matplotlib", "mlflow")
 
 
 def verbose() -> bool:
@@ -47,6 +51,11 @@ def quiet_loggers() -> None:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def hush_stderr():
+    """For a call that prints its progress to stderr itself (MLflow's model registration)."""
+    return contextlib.nullcontext() if verbose() else contextlib.redirect_stderr(io.StringIO())
 
 
 def ray_logging_level() -> int:

@@ -15,6 +15,7 @@ import ray.tune
 
 from distgan import storage
 from distgan.progress import REPLAYED, STATUS_FILE, format_duration, format_eval, render
+from distgan.trial import describe_change, exploit_run, read_lineage
 
 
 class TrialTable(ray.tune.Callback):
@@ -26,6 +27,7 @@ class TrialTable(ray.tune.Callback):
         self.tty = sys.stdout.isatty()  # the stream itself is looked up when written: Tune pickles callbacks
         self.plain_every, self.write_every = plain_every, write_every
         self.rows: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, str] = {}  # trial id -> the Train run it reports from
         self.t0, self.new_evals = time.monotonic(), 0
         self.drawn, self.last_plain, self.last_write, self.changed = 0, 0.0, 0.0, False
 
@@ -39,6 +41,7 @@ class TrialTable(ray.tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
+        self._exploit_line(trial.trial_id, result.get("run_name"))
         if not self.tty and self.fd_key in result and not result.get(REPLAYED):  # a redrawn table shows it
             print(f"[{trial.trial_id}] {format_eval(result, self.fd_key)}", file=sys.stdout, flush=True)
         if self.fd_key in result:
@@ -51,6 +54,18 @@ class TrialTable(ray.tune.Callback):
         if result.get("stop_reason"):
             row["stop_reason"] = result["stop_reason"]
         row["state"] = "RUNNING"
+
+    def _exploit_line(self, trial_id: str, run: str | None) -> None:
+        """A trial that goes on in a new run took another trial's state (PBT): say so once."""
+        before, self.runs[trial_id] = self.runs.get(trial_id), run or self.runs.get(trial_id, "")
+        if before is None or not run or run == before:
+            return
+        records = read_lineage(self.experiment_dir, trial_id)
+        if records and exploit_run(trial_id, records[-1]) == run:
+            rec = records[-1]
+            print(f"[{trial_id}] continues from trial {rec['from_trial']} at step {rec['step']}: "
+                  f"{describe_change(rec)}", file=sys.stdout, flush=True)
+            self.drawn = 0  # a redrawn table goes on below the line, not over it
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self._row(trial)

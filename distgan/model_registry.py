@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from distgan import checkpoint, storage, tracking
+from distgan import checkpoint, console, storage, tracking
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import inspect
 from distgan.metrics import registry as metric_names
@@ -154,10 +154,12 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
         config_file = Path(tmp) / "config.json"
         config_file.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         mlflow.log_metrics({f"promoted_{name}": v for name, v in scores.items() if isinstance(v, float)})
-        logged = mlflow.pytorch.log_model(model, name=ARTIFACT, input_example=example.numpy(), signature=signature,
-                                          serialization_format="pt2",
-                                          metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch},
-                                          extra_files=[str(config_file)], registered_model_name=model_name)
+        console.quiet_loggers()  # mlflow's import set its own to INFO
+        with console.hush_stderr():  # "Successfully registered model ...", "Created version ..."
+            logged = mlflow.pytorch.log_model(model, name=ARTIFACT, input_example=example.numpy(),
+                                              signature=signature, serialization_format="pt2",
+                                              metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch},
+                                              extra_files=[str(config_file)], registered_model_name=model_name)
     tracking.end_run(c, best.info.run_id, status)  # promotion does not change how the trial ended
     version = str(logged.registered_model_version)
     for key, value in tags.items():

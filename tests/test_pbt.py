@@ -133,6 +133,7 @@ def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session,
     assert lineage, r.stdout[-4000:]
     trial, (rec, *_) = next(iter(lineage.items()))
     assert rec["from_trial"] != trial and rec["step"] == 100
+    assert f"[{trial}] continues from trial {rec['from_trial']} at step 100: " in r.stdout  # the driver says so
     assert rec["params"]["train.n_d"] == rec["from_params"]["train.n_d"] == 2  # the better start's
     for key in ("optim.lr_g", "optim.lr_d"):
         assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
