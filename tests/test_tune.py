@@ -151,8 +151,9 @@ def assert_only_distgans_lines(stdout: str, stderr: str) -> None:
 
 @pytest.mark.timeout(900)
 def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
-    # long enough evaluation windows that Ctrl-C lands while the second trial trains
-    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 1600, "eval_every": 400})
+    # long enough evaluation windows that Ctrl-C lands while the second trial trains (~10 s each
+    # on 2 cores since the data is indexed in memory)
+    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 3200, "eval_every": 800})
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", mlflow_server, "tune-resume",
                                                              "--trials", "2", "--scheduler", "none",
@@ -160,12 +161,18 @@ def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp = tmp_path / "job"
     deadline = time.time() + 600
-    # one trial at a time: once the second has reported (and checkpointed) once, the first is over
-    while (len([r for r in _reported(exp).values() if r]) < 2 and time.time() < deadline
-           and proc.poll() is None):
-        time.sleep(0.5)
+    # one trial at a time: once the second has reported (and checkpointed) once, the first is over;
+    # the driver prints each evaluation as Tune gets it (Tune's result files may be written later)
+    lines, reporting = [], set()
+    for line in proc.stdout:
+        lines.append(line)
+        found = re.match(r"^\[(\w+)\] step \d+ \|", line)
+        if found:
+            reporting.add(found.group(1))
+        if len(reporting) == 2 or time.time() > deadline:
+            break
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
+    out = "".join(lines) + proc.communicate(timeout=300)[0]
     assert proc.returncode == 130, out[-3000:]
     assert "resume with  distgan tune --resume" in out, out[-3000:]
     first = {name: rows for name, rows in _reported(exp).items() if len(rows) == 4}
