@@ -13,7 +13,6 @@ import argparse
 import itertools
 import statistics
 import tempfile
-from pathlib import Path
 
 import matplotlib
 
@@ -24,7 +23,6 @@ import ray.tune  # noqa: E402
 
 from distgan import presets  # noqa: E402
 from distgan.data import prepare  # noqa: E402
-from distgan.loop import evals_at  # noqa: E402
 from distgan.tuning import OBJECTIVE  # noqa: E402
 from hpo_efficiency import trial  # noqa: E402  (bench/ is on sys.path when run as a script)
 

@@ -169,17 +169,22 @@ def promote(experiment: str | None = None, parent_run: str | None = None, model_
 
 def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 64, label: int | None = None,
            interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, mlflow_uri: str | None = None,
-           force: bool = False) -> Path:
-    """A PNG grid from a registered generator (class rows, one label, or interpolations)."""
+           force: bool = False, truncation: float = 1.0) -> Path:
+    """A PNG grid from a registered generator (class rows, one label, or interpolations);
+    `truncation` psi < 1 trades variety for fidelity (toward the mean W of a StyleGAN2-style
+    G, else z resampled within 2 psi standard deviations)."""
     from distgan import model_registry, tracking
 
     if n < 1:
         raise ConfigError(f"--n {n}: expected at least 1 image")
     if steps < 2:
         raise ConfigError(f"--steps {steps}: expected at least 2 interpolation steps")
+    if not 0 < truncation <= 1:
+        raise ConfigError(f"--truncation {truncation}: expected 0 < psi <= 1")
     if not str(out).lower().endswith(".png"):
         raise ConfigError(f"--out {out}: expected a .png file")
     if Path(out).exists() and not force:
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", f"--out {out}")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
-        return model_registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed)
+        return model_registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed,
+                                     psi=truncation)

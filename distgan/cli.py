@@ -158,7 +158,7 @@ def cmd_sample(a: argparse.Namespace) -> None:
     from distgan import api
 
     path = api.sample(a.out, a.model, n=a.n, label=a.label, interpolate=tuple(a.interpolate) if a.interpolate else None,
-                      steps=a.steps, seed=a.seed, mlflow_uri=a.mlflow_uri, force=a.force)
+                      steps=a.steps, seed=a.seed, mlflow_uri=a.mlflow_uri, force=a.force, truncation=a.truncation)
     print(f"wrote {path}")
 
 
@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="interpolate between the latents of seeds A and B (one row per class)")
     sa.add_argument("--steps", type=_positive("steps", int, 2), default=8)
     sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                    help="psi < 1: less variety, more fidelity (StyleGAN2-style G: toward the mean W; "
+                         "others: z resampled within 2 psi std)")
     sa.add_argument("--out", required=True, help="the PNG to write")
     sa.add_argument("--force", action="store_true", help="replace an existing --out")
     sa.set_defaults(fn=cmd_sample)

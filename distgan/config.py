@@ -16,10 +16,12 @@ import yaml
 
 from distgan.errors import InputError, RunFailed  # noqa: F401 (RunFailed: the CLI's light import)
 
-LOSS_KINDS = ("ns", "minimax", "hinge", "wgan-gp")
+LOSS_KINDS = ("ns", "minimax", "hinge", "wgan-gp", "lsgan")
+AUG_KINDS = ("none", "diffaug", "ada")
 BUILTIN_DATA = ("mnist-embedded", "ring8", "grid25")
 DETECTORS = ("auto", "lenet-mnist", "inception", "coords")
-DCGAN_RESOLUTIONS = (28, 32, 64)
+ARCHS = ("dcgan", "resnet", "stylegan2", "mlp")
+IMAGE_RESOLUTIONS = (28, 32, 64)
 PLACEMENT = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MATERIALIZE = ("auto", "always", "never")
 SWITCH = ("auto", "on", "off")
@@ -57,9 +59,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = "dcgan"
-    """`dcgan` (images) or `mlp` (2-D points)."""
+    """Images: `dcgan`, `resnet` (SNGAN/BigGAN-style G and D), `stylegan2` (a StyleGAN2-style
+    G with the ResNet D); points: `mlp`."""
     resolution: int = 28
-    """Image side for dcgan (28, 32 or 64); point dimension for mlp."""
+    """Image side (28, 32 or 64); point dimension for mlp."""
     channels: int = 1
     z_dim: int = 64
     g_width: int = 32
@@ -79,6 +82,12 @@ class ModelConfig:
     too flat to resolve modes of std 0.02 (ring8): a gain of 20 lets it be 20-Lipschitz."""
     sync_bn: bool = False
     """Convert G's BatchNorm to SyncBatchNorm under DDP (statistics over the global batch)."""
+    attention: bool = False
+    """resnet: a self-attention layer at half the image side in G and D (SAGAN)."""
+    mapping_layers: int = 4
+    """stylegan2: layers of the mapping network z -> W."""
+    style_mixing: float = 0.9
+    """stylegan2: probability that a training sample takes its later styles from a second z."""
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -86,12 +95,20 @@ class ModelConfig:
         return (self.resolution,) if self.arch == "mlp" else (self.channels, self.resolution, self.resolution)
 
     def validate(self) -> None:
-        _check(self.arch in ("dcgan", "mlp"), "model.arch", self.arch, "dcgan or mlp")
+        _check(self.arch in ARCHS, "model.arch", self.arch, f"one of {ARCHS}")
         _check(self.cond in ("concat", "cbn"), "model.cond", self.cond, "concat or cbn")
-        if self.arch == "dcgan":
-            _check(self.resolution in DCGAN_RESOLUTIONS, "model.resolution", self.resolution,
-                   f"one of {DCGAN_RESOLUTIONS} for dcgan")
+        if self.arch != "mlp":
+            _check(self.resolution in IMAGE_RESOLUTIONS, "model.resolution", self.resolution,
+                   f"one of {IMAGE_RESOLUTIONS} for {self.arch}")
             _check(self.channels in (1, 3), "model.channels", self.channels, "1 or 3")
+            if self.arch == "resnet" and self.conditional:
+                _check(self.cond == "cbn", "model.cond", self.cond, "cbn for resnet (its G takes the label by "
+                       "conditional BatchNorm)")
+            if self.arch == "stylegan2":
+                _check(not self.sn_g, "model.sn_g", self.sn_g, "false for stylegan2 (demodulation normalizes "
+                       "its weights)")
+                _check(self.cond == "concat" or not self.conditional, "model.cond", self.cond,
+                       "concat for stylegan2 (the label joins z in the mapping network)")
         else:
             _check(self.resolution >= 1, "model.resolution", self.resolution, ">= 1")
             _check(not self.conditional, "model.conditional", self.conditional, "false for arch mlp")
@@ -100,18 +117,59 @@ class ModelConfig:
         _check(self.d_width >= 1, "model.d_width", self.d_width, ">= 1")
         _check(self.num_classes >= 1, "model.num_classes", self.num_classes, ">= 1")
         _check(self.d_input_gain > 0, "model.d_input_gain", self.d_input_gain, "> 0")
+        _check(self.mapping_layers >= 1, "model.mapping_layers", self.mapping_layers, ">= 1")
+        _check(0 <= self.style_mixing <= 1, "model.style_mixing", self.style_mixing, "in [0, 1]")
 
 
 @dataclass
 class LossConfig:
     kind: str = "ns"
-    """ns (non-saturating), minimax (the original log(1 - D(G(z)))), hinge, wgan-gp."""
+    """ns (non-saturating), minimax (the original log(1 - D(G(z)))), hinge, wgan-gp, lsgan."""
     gp_weight: float = 10.0
     """Gradient-penalty weight lambda (wgan-gp only)."""
+    r1_gamma: float = 0.0
+    """R1 weight gamma: gamma/2 E||grad D(x_real)||^2 (0: off)."""
+    r1_every: int = 16
+    """Lazy R1: its own D step every this many D updates, its loss scaled by as much."""
+    lecam_weight: float = 0.0
+    """LeCam regularization weight (0: off); 0.1-0.3 on small data sets."""
+    lecam_decay: float = 0.99
+    """Decay of LeCam's moving averages of D's outputs."""
 
     def validate(self) -> None:
         _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, f"one of {LOSS_KINDS}")
         _check(self.gp_weight >= 0, "loss.gp_weight", self.gp_weight, ">= 0")
+        _check(self.r1_gamma >= 0, "loss.r1_gamma", self.r1_gamma, ">= 0")
+        _check(self.r1_every >= 1, "loss.r1_every", self.r1_every, ">= 1")
+        _check(self.lecam_weight >= 0, "loss.lecam_weight", self.lecam_weight, ">= 0")
+        _check(0 <= self.lecam_decay < 1, "loss.lecam_decay", self.lecam_decay, "in [0, 1)")
+
+
+@dataclass
+class AugConfig:
+    kind: str = "none"
+    """What D sees of reals and fakes: `none`; `diffaug` (DiffAugment, every operation on every
+    sample); `ada` (each operation with probability p, p following r_t to `target`)."""
+    policy: str = "translation,cutout"
+    """Operations, comma-separated: translation, cutout, color."""
+    target: float = 0.6
+    """ADA: the r_t = E sign(D(x_real)) that p steers to."""
+    ada_kimg: float = 100.0
+    """ADA: thousands of real images for p to move from 0 to 1 (the paper's 500 is for long runs)."""
+    ada_every: int = 4
+    """ADA: steps between updates of p."""
+
+    def validate(self) -> None:
+        from distgan.augment import parse_policy
+
+        _check(self.kind in AUG_KINDS, "aug.kind", self.kind, f"one of {AUG_KINDS}")
+        try:
+            parse_policy(self.policy)
+        except ValueError as e:
+            raise ConfigError(f"aug.policy: {e}") from None
+        _check(0 < self.target < 1, "aug.target", self.target, "in (0, 1)")
+        _check(self.ada_kimg > 0, "aug.ada_kimg", self.ada_kimg, "> 0")
+        _check(self.ada_every >= 1, "aug.ada_every", self.ada_every, ">= 1")
 
 
 @dataclass
@@ -281,6 +339,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -295,6 +354,11 @@ class RunConfig:
                 section.validate()
         if self.model.arch == "mlp" and self.data.builtin not in ("ring8", "grid25") and not self.data.path:
             raise ConfigError(f"model.arch: mlp needs point data, but data.builtin is {self.data.builtin!r}")
+        if self.aug.kind != "none" and self.model.arch == "mlp":
+            raise ConfigError(f"aug.kind: {self.aug.kind} augments images; model.arch mlp makes points")
+        if self.aug.kind == "ada" and self.loss.kind == "wgan-gp":
+            raise ConfigError("aug.kind: ada steers by the sign of D's output, which a WGAN critic's free offset "
+                              "makes meaningless; use diffaug with loss.kind wgan-gp")
         return self
 
     def to_dict(self) -> dict[str, Any]:

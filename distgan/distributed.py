@@ -42,6 +42,15 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).to(t.device)
 
 
+def all_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of a small tensor (e.g. D's mean outputs), on the device it was given."""
+    if not is_distributed():
+        return t
+    out = t.detach().to(_group_device()).clone()
+    dist.all_reduce(out)
+    return (out / dist.get_world_size()).to(t.device)
+
+
 def all_gather_object(obj: object) -> list:
     """Every rank's small picklable object, in rank order (e.g. the node each rank runs on)."""
     if not is_distributed():

@@ -1,4 +1,5 @@
-"""GAN objectives, one class per loss; the engine calls them per phase.
+"""GAN objectives, one class per loss; the engine calls them in its D and G phases
+(regularizers, which add terms of their own, are in distgan.regularizers).
 
 With the cross-entropy objective V(D, G) = E log D(x) + E log(1 - D(G(z))), the best D is
 p_r / (p_r + p_g); at p_g = p_r it outputs 1/2 and V = -log 4. `ns` and `minimax` share
@@ -16,8 +17,8 @@ from distgan.config import LossConfig
 class GANLoss:
     #: D's logits are log-odds, so sigmoid(logit) is D's probability "real".
     probabilistic = True
-    #: The D phase needs D's output on interpolates (gradient penalty).
-    needs_penalty = False
+    #: D's output halfway between its targets for fakes and reals: r_t = E sign(D(x) - midpoint).
+    midpoint = 0.0
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -49,12 +50,9 @@ class Hinge(GANLoss):
         return -fake_logits.mean()
 
 
-class WGANGP(GANLoss):
+class Wasserstein(GANLoss):
+    """The critic's loss of WGAN; `wgan-gp` adds the gradient penalty (distgan.regularizers)."""
     probabilistic = False
-    needs_penalty = True
-
-    def __init__(self, gp_weight: float = 10.0):
-        self.gp_weight = gp_weight
 
     def d_loss(self, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()
@@ -62,18 +60,26 @@ class WGANGP(GANLoss):
     def g_loss(self, fake_logits):
         return -fake_logits.mean()
 
-    def penalty(self, interp: torch.Tensor, interp_logits: torch.Tensor) -> torch.Tensor:
-        """lambda * E(||grad_x D(x_hat)|| - 1)^2 (Gulrajani et al. 2017); create_graph for the double backward."""
-        (grad,) = torch.autograd.grad(interp_logits.sum(), interp, create_graph=True)
-        norms = grad.flatten(1).norm(2, dim=1)
-        return self.gp_weight * ((norms - 1) ** 2).mean()
+
+class LeastSquares(GANLoss):
+    """LSGAN (Mao et al. 2017) with targets 0 (fake) and 1 (real): D's output is a score, not
+    log-odds, and its gradient does not vanish for fakes far on the real side of the boundary."""
+    probabilistic = False
+    midpoint = 0.5
+
+    def d_loss(self, real_logits, fake_logits):
+        return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()
+
+    def g_loss(self, fake_logits):
+        return 0.5 * ((fake_logits - 1) ** 2).mean()
 
 
-LOSSES: dict[str, type[GANLoss]] = {"ns": NonSaturating, "minimax": Minimax, "hinge": Hinge, "wgan-gp": WGANGP}
+LOSSES: dict[str, type[GANLoss]] = {"ns": NonSaturating, "minimax": Minimax, "hinge": Hinge,
+                                    "wgan-gp": Wasserstein, "lsgan": LeastSquares}
 
 
 def build_loss(cfg: LossConfig) -> GANLoss:
-    return WGANGP(cfg.gp_weight) if cfg.kind == "wgan-gp" else LOSSES[cfg.kind]()
+    return LOSSES[cfg.kind]()
 
 
 def value_function(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -36,15 +36,35 @@ PT2_FILE = "model.pt2"
 
 
 class Sampler(nn.Module):
-    """G with one tensor input, so MLflow's signature and pyfunc serving can describe it."""
+    """G with one tensor input, so MLflow's signature and pyfunc serving can describe it:
+    z, then the label (conditional), then psi (a G that truncates in W: its last column)."""
 
     def __init__(self, G: nn.Module, z_dim: int, conditional: bool):
         super().__init__()
         self.G, self.z_dim, self.conditional = G, z_dim, conditional
+        self.truncates = truncates_in_w(G)
 
     def forward(self, zy: torch.Tensor) -> torch.Tensor:
         y = zy[:, self.z_dim].long() if self.conditional else None
+        if self.truncates:
+            return self.G(zy[:, :self.z_dim], y, psi=zy[:, -1:, None]).clamp(-1, 1)
         return self.G(zy[:, :self.z_dim], y).clamp(-1, 1)
+
+
+def truncates_in_w(G: nn.Module) -> bool:
+    """A StyleGAN2-style G truncates toward its mean W; the others by resampling z."""
+    return hasattr(G, "w_avg")
+
+
+def truncate_z(z: torch.Tensor, psi: float, seed: int) -> torch.Tensor:
+    """BigGAN's truncation for a G without W: entries beyond 2 psi standard deviations are
+    drawn again until within (psi = 1: none)."""
+    if psi >= 1:
+        return z
+    g, z = torch.Generator().manual_seed(seed + 1), z.clone()
+    while (out := z.abs() > 2 * psi).any():
+        z[out] = torch.randn(int(out.sum()), generator=g)
+    return z
 
 
 def job_runs(c, exp_id: str, parent_run_id: str | None):
@@ -134,7 +154,7 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     scores = reevaluate(G, cfg, data_dir, eval_n, dev)
     z_dim, k = cfg.model.z_dim, (cfg.model.num_classes if cfg.model.conditional else 0)
     model = Sampler(G, z_dim, bool(k)).cpu().eval()
-    example = sampler_input(*fixed_latents(4, z_dim, k, EVAL_SEED))
+    example = sampler_input(*fixed_latents(4, z_dim, k, EVAL_SEED), 1.0 if model.truncates else None)
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
     detector = checkpoint.detector_of(cfg)
@@ -158,7 +178,8 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
         with console.hush_stderr():  # "Successfully registered model ...", "Created version ..."
             logged = mlflow.pytorch.log_model(model, name=ARTIFACT, input_example=example.numpy(),
                                               signature=signature, serialization_format="pt2",
-                                              metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch},
+                                              metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch,
+                                                        "truncation": "w" if model.truncates else "z"},
                                               extra_files=[str(config_file)], registered_model_name=model_name)
     tracking.end_run(c, best.info.run_id, status)  # promotion does not change how the trial ended
     version = str(logged.registered_model_version)
@@ -168,8 +189,10 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     return {"version": version, "new": True, **tags}
 
 
-def sampler_input(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    return torch.cat([z, y.float()[:, None]], 1) if y is not None else z
+def sampler_input(z: torch.Tensor, y: torch.Tensor | None, psi: float | None = None) -> torch.Tensor:
+    """The Sampler's input rows; psi only for a G that truncates in W."""
+    parts = [z] + ([y.float()[:, None]] if y is not None else []) + ([torch.full((len(z), 1), psi)] if psi is not None else [])
+    return torch.cat(parts, 1)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -181,26 +204,28 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def sample_latents(z_dim: int, k: int, n: int, label: int | None, interpolate: tuple[int, int] | None,
-                   steps: int, seed: int) -> tuple[torch.Tensor, int]:
+                   steps: int, seed: int, psi: float = 1.0, in_w: bool = False) -> tuple[torch.Tensor, int]:
     """The model input and images per row: class rows (conditional), or one interpolation row
-    per class between the latents of seeds A and B."""
+    per class between the latents of seeds A and B; truncated by psi (in W, or by resampling z)."""
+    w_psi = psi if in_w else None
+    trunc = (lambda z: z) if in_w else (lambda z: truncate_z(z, psi, seed))  # noqa: E731
     if label is not None and not 0 <= label < max(k, 1):
         raise ConfigError(f"--label {label}: the model has {k} classes" if k else
                           f"--label {label}: the model is not conditional")
     if interpolate:
-        a, b = (torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in interpolate)
+        a, b = (trunc(torch.randn(1, z_dim, generator=torch.Generator().manual_seed(s)))[0] for s in interpolate)
         z = slerp(a, b, torch.linspace(0, 1, steps))
         classes = [label] if label is not None else (list(range(k)) if k else [None])
         zs = torch.cat([z] * len(classes))
         y = torch.tensor(classes).repeat_interleave(steps) if k else None
-        return sampler_input(zs, y), steps
+        return sampler_input(zs, y, w_psi), steps
     per_row = max(1, n // k) if k and label is None else max(1, int(math.sqrt(n)))
     count = per_row * k if k and label is None else n
-    z = torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
-    if not k:
-        return z, per_row
-    y = torch.full((n,), label) if label is not None else torch.arange(k).repeat_interleave(per_row)
-    return sampler_input(z, y), per_row
+    z = trunc(torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)))
+    y = None
+    if k:
+        y = torch.full((n,), label) if label is not None else torch.arange(k).repeat_interleave(per_row)
+    return sampler_input(z, y, w_psi), per_row
 
 
 def check_safe(local: Path, model_uri: str) -> dict:
@@ -246,14 +271,14 @@ def load_model(uri: str, model_uri: str, tmp: str) -> tuple[nn.Module, dict]:
 
 
 def sample(uri: str, model_uri: str, out: str | Path, n: int = 64, label: int | None = None,
-           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0) -> Path:
+           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, psi: float = 1.0) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         G, meta = load_model(uri, model_uri, tmp)
     try:
         z_dim, k = int(meta["z_dim"]), int(meta["num_classes"])
     except (KeyError, ValueError, TypeError):
         raise ConfigError(f"--model {model_uri}: no z_dim/num_classes metadata (not a distgan generator)") from None
-    zy, per_row = sample_latents(z_dim, k, n, label, interpolate, steps, seed)
+    zy, per_row = sample_latents(z_dim, k, n, label, interpolate, steps, seed, psi, meta.get("truncation") == "w")
     with torch.no_grad():
         x = G(zy)
     if meta.get("arch") == "mlp":

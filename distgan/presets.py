@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distgan.config import (ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
+from distgan.config import (AugConfig, ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
                             TrainConfig, parse_set)
 
 
@@ -71,8 +71,70 @@ def celeba64() -> RunConfig:
     )
 
 
+def cifar10_resnet() -> RunConfig:
+    """SNGAN's CIFAR-10 setup (ResNet G and D, hinge, n_D 5, Adam(0, 0.9)) with a projection D
+    and DiffAugment."""
+    return RunConfig(
+        data=DataConfig(path="data/cifar10"),
+        model=ModelConfig(arch="resnet", resolution=32, channels=3, z_dim=128, g_width=64, d_width=128,
+                          conditional=True, cond="cbn", num_classes=10),
+        optim=OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9),
+        loss=LossConfig(kind="hinge"),
+        aug=AugConfig(kind="diffaug", policy="translation,cutout,color"),
+        train=TrainConfig(steps=50000, batch_size=64, n_d=5, eval_every=5000, ema=0.9999),
+        eval=EvalConfig(num_samples=10000, detector="inception", batch_size=500),
+    )
+
+
+def celeba64_resnet() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(path="data/celeba64"),
+        model=ModelConfig(arch="resnet", resolution=64, channels=3, z_dim=128, g_width=64, d_width=64,
+                          num_classes=1, attention=True),
+        optim=OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9),
+        loss=LossConfig(kind="hinge"),
+        train=TrainConfig(steps=100000, batch_size=64, n_d=2, eval_every=5000, ema=0.999),
+        eval=EvalConfig(num_samples=10000, detector="inception", batch_size=500),
+    )
+
+
+def celeba64_stylegan2() -> RunConfig:
+    """StyleGAN2's recipe at 64 px: ns loss, lazy R1, Adam(0, 0.99) at 2.5e-3 (the
+    equalized learning rate), style mixing, ADA."""
+    return RunConfig(
+        data=DataConfig(path="data/celeba64"),
+        model=ModelConfig(arch="stylegan2", resolution=64, channels=3, z_dim=256, g_width=32, d_width=64,
+                          num_classes=1, sn_d=False),
+        optim=OptimConfig(lr_g=2.5e-3, lr_d=2.5e-3, beta1=0.0, beta2=0.99),
+        loss=LossConfig(kind="ns", r1_gamma=0.25, r1_every=16),
+        aug=AugConfig(kind="ada", policy="translation,cutout,color"),
+        train=TrainConfig(steps=100000, batch_size=64, eval_every=5000, ema=0.999),
+        eval=EvalConfig(num_samples=10000, detector="inception", batch_size=500),
+    )
+
+
+def mnist_resnet_smoke() -> RunConfig:
+    """The ResNet family on the embedded digits, sized for a CPU test (a few seconds)."""
+    cfg = mnist_smoke()
+    cfg.model = ModelConfig(arch="resnet", resolution=28, channels=1, z_dim=32, g_width=8, d_width=8,
+                            conditional=True, cond="cbn", attention=True)
+    cfg.loss, cfg.aug = LossConfig(kind="hinge"), AugConfig(kind="diffaug")
+    return cfg
+
+
+def mnist_stylegan2_smoke() -> RunConfig:
+    """The StyleGAN2-style G and ResNet D on the embedded digits, sized for a CPU test."""
+    cfg = mnist_smoke()
+    cfg.model = ModelConfig(arch="stylegan2", resolution=28, channels=1, z_dim=32, g_width=4, d_width=8,
+                            conditional=True, sn_d=False, mapping_layers=2)
+    cfg.optim = OptimConfig(lr_g=2.5e-3, lr_d=2.5e-3, beta1=0.0, beta2=0.99)
+    cfg.loss, cfg.aug = LossConfig(r1_gamma=1.0, r1_every=4), AugConfig(kind="ada", ada_every=1)
+    return cfg
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
-    f.__name__: f for f in (mnist_smoke, mnist, ring8, grid25, cifar10_dcgan, celeba64)
+    f.__name__: f for f in (mnist_smoke, mnist, ring8, grid25, cifar10_dcgan, celeba64, cifar10_resnet,
+                            celeba64_resnet, celeba64_stylegan2, mnist_resnet_smoke, mnist_stylegan2_smoke)
 }
 
 

@@ -18,6 +18,10 @@ STATUS_FILE = "status.json"
 def format_eval(metrics: dict, fd_key: str) -> str:
     parts = [f"step {int(metrics['step'])}", f"{fd_key} {metrics[fd_key]:.3f}",
              f"D(x) {metrics.get('d_real', float('nan')):.3f}", f"D(G(z)) {metrics.get('d_fake', float('nan')):.3f}"]
+    if "r_t" in metrics:
+        parts.append(f"r_t {metrics['r_t']:.2f}")
+    if "aug_p" in metrics:
+        parts.append(f"aug p {metrics['aug_p']:.2f}")
     for key in ("classes_covered", "modes_covered"):
         if key in metrics:
             parts.append(f"{key} {int(metrics[key])}")

@@ -16,7 +16,7 @@ def test_every_preset_validates_and_round_trips():
     ({"optim.lr_d": -1e-4}, "optim.lr_d: -0.0001 is invalid"),
     ({"train.n_d": 0}, "train.n_d: 0 is invalid"),
     ({"model.resolution": 30}, "model.resolution: 30 is invalid"),
-    ({"loss.kind": "lsgan"}, "loss.kind: 'lsgan' is invalid"),
+    ({"loss.kind": "lsgann"}, "loss.kind: 'lsgann' is invalid"),
     ({"optim.lr_gg": 1e-3}, "optim.lr_gg: unknown config key"),
     ({"train.n_d": "two"}, "train.n_d: 'two' is not a int"),
     ({"model.sn_d": 1}, "model.sn_d: 1 is not a bool"),

@@ -44,3 +44,40 @@ def test_tracking_uri_must_be_a_server_or_sqlite():
     assert check_uri("sqlite:////tmp/x.db") and check_uri("http://127.0.0.1:5000")
     with pytest.raises(ConfigError, match="file store"):
         check_uri("./mlruns")
+
+
+def test_truncation_resamples_z_within_two_psi_and_psi_one_is_none():
+    from distgan.model_registry import truncate_z
+
+    z = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    t = truncate_z(z, 0.5, seed=0)
+    assert t.abs().max() <= 1.0 and torch.equal(t[z.abs() <= 1.0], z[z.abs() <= 1.0])
+    assert torch.equal(truncate_z(z, 1.0, seed=0), z)
+    zy, _ = sample_latents(8, 0, 16, None, None, 0, seed=0, psi=0.25)
+    assert zy.abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet", "stylegan2"])
+def test_each_family_exports_for_the_registry_and_stylegan2_truncates_in_w(arch):
+    from distgan.config import ModelConfig
+    from distgan.metrics.evaluate import fixed_latents
+    from distgan.model_registry import Sampler, sampler_input
+    from distgan.models import build_models
+
+    cfg = ModelConfig(arch=arch, resolution=32, channels=3, z_dim=16, g_width=4, d_width=4, conditional=True,
+                      cond="cbn" if arch == "resnet" else "concat")
+    G, _ = build_models(cfg)
+    G.train()
+    for _ in range(5):
+        G(torch.randn(16, 16), torch.arange(16) % 10)  # BatchNorm statistics, W's mean
+    model = Sampler(G.eval(), 16, True).eval()
+    assert model.truncates == (arch == "stylegan2")
+    z, y = fixed_latents(4, 16, 10, 0)
+    example = sampler_input(z, y, 1.0 if model.truncates else None)
+    program = torch.export.export(model, (example,)).module()  # what serialization_format="pt2" stores
+    with torch.no_grad():
+        assert torch.allclose(program(example), model(example), atol=1e-5)
+        if model.truncates:
+            same_class = sampler_input(z, torch.zeros(4, dtype=torch.long), 0.0)
+            out = program(same_class)
+            assert torch.allclose(out, out[:1].expand_as(out), atol=1e-5)  # psi 0: the mean style for every z

@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distgan.models.layers import CondBatchNorm2d
 
-def _plan(resolution: int) -> tuple[int, int]:
+
+def plan(resolution: int) -> tuple[int, int]:
     """(start side, number of x2 up/down-samplings) for a supported resolution."""
     return {28: (7, 2), 32: (4, 3), 64: (4, 4)}[resolution]
 
@@ -20,7 +22,7 @@ class Generator(nn.Module):
     def __init__(self, resolution: int, channels: int, z_dim: int, width: int, num_classes: int = 0):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
-        start, ups = _plan(resolution)
+        start, ups = plan(resolution)
         ch = width * 2 ** (ups - 1)
         self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
         if self.embed is not None:
@@ -42,21 +44,6 @@ class Generator(nn.Module):
         return self.blocks(self.project(z))
 
 
-class CondBatchNorm2d(nn.Module):
-    """BatchNorm whose scale and shift are the class's own (starting at 1 and 0)."""
-
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Embedding(num_classes, channels)
-        self.bias = nn.Embedding(num_classes, channels)
-        nn.init.ones_(self.gain.weight)
-        nn.init.zeros_(self.bias.weight)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
-
-
 class CBNGenerator(nn.Module):
     """The DCGAN generator with the class in every normalization layer instead of in z: the
     label shapes each scale of the image, and z keeps the style."""
@@ -64,7 +51,7 @@ class CBNGenerator(nn.Module):
     def __init__(self, resolution: int, channels: int, z_dim: int, width: int, num_classes: int):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
-        start, ups = _plan(resolution)
+        start, ups = plan(resolution)
         ch = width * 2 ** (ups - 1)
         self.project = nn.Sequential(nn.Linear(z_dim, ch * start * start, bias=False),
                                      nn.Unflatten(1, (ch, start, start)))
@@ -87,7 +74,7 @@ class Discriminator(nn.Module):
     def __init__(self, resolution: int, channels: int, width: int, num_classes: int = 0, input_gain: float = 1.0):
         super().__init__()
         self.input_gain = input_gain
-        start, downs = _plan(resolution)
+        start, downs = plan(resolution)
         layers, ch_in, ch = [], channels, width
         for _ in range(downs):
             layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
