@@ -109,3 +109,23 @@ def test_bad_augmentation_keys_are_named(over, match):
 def test_points_refuse_image_augmentation():
     with pytest.raises(ConfigError, match=r"^aug.kind: diffaug augments images"):
         presets.ring8().with_overrides({"aug.kind": "diffaug"})
+
+
+def test_the_small_data_sweep_samples_valid_configs_of_augmentation_and_regularization():
+    from pathlib import Path
+
+    import optuna
+
+    from distgan import sweep
+
+    base = presets.mnist_smoke()
+    found = sweep.load(Path(__file__).resolve().parent.parent / "tune_spaces" / "small-data.yaml", base)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    kinds = set()
+    for _ in range(30):
+        params = found.sample(study.ask(), base.flat())
+        cfg = base.with_overrides(params)  # every sampled config validates
+        kinds.add(cfg.aug.kind)
+        assert ("aug.target" in params) == (cfg.aug.kind == "ada")
+        assert 0.01 <= cfg.loss.r1_gamma <= 10.0
+    assert kinds == {"none", "diffaug", "ada"}

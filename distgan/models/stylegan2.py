@@ -129,7 +129,7 @@ class StyleGAN2Generator(nn.Module):
         """`psi` < 1 (a number, or a (batch, 1, 1) tensor): the truncation trick."""
         w = self.map(z, y)
         if self.training:
-            self.w_avg.copy_(torch.lerp(w.detach().mean(0), self.w_avg, W_AVG_DECAY))
+            self.w_avg.copy_(torch.lerp(w.detach().float().mean(0), self.w_avg, W_AVG_DECAY))  # fp32 under autocast
         ws = w[:, None].expand(-1, self.num_ws, -1)
         maps: list[torch.Tensor | None] = [None] * len(self.layers)
         if noise is not None:
@@ -146,7 +146,7 @@ class StyleGAN2Generator(nn.Module):
             maps = [m.view(len(z), 1, layer.side, layer.side)
                     for m, layer in zip(rest.split(sizes, dim=1), self.layers)]
         if not (isinstance(psi, float) and psi == 1.0):
-            ws = torch.lerp(self.w_avg.expand_as(ws), ws, psi)  # toward the mean style
+            ws = torch.lerp(self.w_avg.to(ws.dtype).expand_as(ws), ws, psi)  # toward the mean style
         x = self.const[None].expand(len(z), -1, -1, -1)
         x = self.layers[0](x, ws[:, 0], maps[0])
         img = self.rgbs[0](x, ws[:, 1])
