@@ -203,7 +203,7 @@ class GANEngine:
         stats["grad_norm_d"] = grad_norm(self.D)
         self.opt_d.step()
         signs = torch.sign(real_logits - self.loss.midpoint)
-        self.r_t_sum += torch.stack([signs.sum(), torch.tensor(float(len(signs)), device=signs.device)])
+        self.r_t_sum += torch.stack([signs.sum(), signs.new_full((), len(signs))])  # no host copy
         to_prob = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
         stats.update(loss_d=loss.detach(), d_real=to_prob(real_logits).mean(), d_fake=to_prob(fake_logits).mean(),
                      r_t=signs.mean())

@@ -103,71 +103,75 @@ def test_two_workers_equal_one_worker_with_twice_the_batch(ray_session, ring8_di
 
 
 def _family_loop(config):
-    """Each rank trains on its slice of the same global image batches; rank 0 reports how far
-    the ranks' parameters lie apart and checkpoints its own."""
+    """Each rank trains each family's config on its slice of the same global image batches;
+    rank 0 reports how far the ranks' parameters lie apart and checkpoints its own."""
     import tempfile
 
     from distgan.config import RunConfig
     from distgan.distributed import all_gather_object
 
-    cfg = RunConfig.from_dict(config["run"])
     torch.set_default_dtype(torch.float64)
-    engine = build_engine(cfg)
-    (x, y), b = config["data"], cfg.train.batch_size
-    for k in range(config["steps"]):
-        rows = slice(k * b * engine.world_size + engine.rank * b, k * b * engine.world_size + (engine.rank + 1) * b)
-        engine.step(x[rows], y[rows])
-    flat = torch.cat([p.detach().flatten().double() for net in (engine.G, engine.D) for p in net.parameters()])
-    everyone = all_gather_object(flat)
-    spread = max(float((f - everyone[0]).abs().max()) for f in everyone)
+    (x, y), report = config["data"], {}
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = None
-        if engine.rank == 0:
-            ckpt = ray.train.Checkpoint.from_directory(str(checkpoint.save(f"{tmp}/c", engine.state_dict(), cfg, {})))
-        ray.train.report({"rank_spread": spread, "aug_p": float(engine.aug_p)}, checkpoint=ckpt)
+        for name, run in config["runs"].items():
+            cfg = RunConfig.from_dict(run)
+            engine, b = build_engine(cfg), cfg.train.batch_size
+            for k in range(config["steps"]):
+                start = k * b * engine.world_size + engine.rank * b
+                engine.step(x[start:start + b], y[start:start + b])
+            flat = torch.cat([p.detach().flatten().double() for net in (engine.G, engine.D) for p in net.parameters()])
+            everyone = all_gather_object(flat)
+            report[f"{name}/rank_spread"] = max(float((f - everyone[0]).abs().max()) for f in everyone)
+            report[f"{name}/aug_p"] = float(engine.aug_p)
+            if engine.rank == 0:
+                checkpoint.save(f"{tmp}/c/{name}", engine.state_dict(), cfg, {})
+        ckpt = ray.train.Checkpoint.from_directory(f"{tmp}/c") if engine.rank == 0 else None
+        ray.train.report(report, checkpoint=ckpt)
 
 
-@pytest.mark.parametrize("preset,over", [
-    ("mnist_stylegan2_smoke", {"aug.target": 0.01}),  # lazy R1, ADA (p moves: all ranks must agree on r_t)
-    ("mnist_resnet_smoke", {"loss.lecam_weight": 0.3}),  # self-attention, DiffAugment, LeCam's averages
-])
-def test_resnet_and_stylegan2_train_under_ddp_like_one_process(ray_session, tmp_path, preset, over):
+def test_resnet_and_stylegan2_train_under_ddp_like_one_process(ray_session, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     steps, b = 3, 8
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(steps * 2 * b, 1, 28, 28, generator=g, dtype=torch.float64) * 2 - 1)
     y = torch.randint(0, 10, (steps * 2 * b,), generator=g)
-    cfg = presets.get(preset).with_overrides({"train.batch_size": b, **over})
+    cfgs = {  # stylegan2: lazy R1, ADA with p moving (all ranks must agree on r_t);
+              # resnet: self-attention, DiffAugment, LeCam's averages over the global batch
+        "stylegan2": presets.get("mnist_stylegan2_smoke").with_overrides({"train.batch_size": b, "aug.target": 0.01}),
+        "resnet": presets.get("mnist_resnet_smoke").with_overrides({"train.batch_size": b, "loss.lecam_weight": 0.3})}
     trainer = ray.train.torch.TorchTrainer(
-        _family_loop, train_loop_config={"run": cfg.to_dict(), "data": (x, y), "steps": steps},
+        _family_loop, train_loop_config={"runs": {k: c.to_dict() for k, c in cfgs.items()}, "data": (x, y),
+                                         "steps": steps},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name="family", storage_path=str(tmp_path)))
     result = trainer.fit()
-    assert result.error is None and result.metrics["rank_spread"] == 0.0  # DDP kept the ranks identical
-    two, _, _ = checkpoint.load(result.checkpoint.path)
+    assert result.error is None
+    one = {}
     torch.set_default_dtype(torch.float64)
     try:
-        one = GANEngine.from_config(cfg.with_overrides({"train.batch_size": 2 * b}))
-        for k in range(steps):
-            one.step(x[k * 2 * b:(k + 1) * 2 * b], y[k * 2 * b:(k + 1) * 2 * b])
+        for name, cfg in cfgs.items():
+            assert result.metrics[f"{name}/rank_spread"] == 0.0  # DDP kept the ranks identical
+            one[name] = GANEngine.from_config(cfg.with_overrides({"train.batch_size": 2 * b}))
+            for k in range(steps):
+                one[name].step(x[k * 2 * b:(k + 1) * 2 * b], y[k * 2 * b:(k + 1) * 2 * b])
     finally:
         torch.set_default_dtype(torch.float32)
-    if preset == "mnist_stylegan2_smoke":
-        assert result.metrics["aug_p"] > 0 and float(one.aug_p) == result.metrics["aug_p"]
-        # No BatchNorm: the same numbers as one process with the global batch, except W's
-        # running mean, a per-rank buffer (rank 0's is broadcast before an evaluation).
-        for net in ("G", "D"):
-            ref = one.state_dict()[net]
-            for key, value in two[net].items():
-                if key != "w_avg":
-                    assert torch.allclose(value, ref[key], atol=1e-5), f"{net}.{key} {(value - ref[key]).abs().max()}"
-    else:
-        # G's BatchNorm normalizes over each rank's batch (SyncBatchNorm needs CUDA): D, which
-        # has none, sees other fakes than one process does, so only agreement is checked
-        # here; the closeness, below a loose bound, says the global batch was split right.
-        ref = one.state_dict()["D"]
-        worst = max(float((v - ref[k]).abs().max()) for k, v in two["D"].items())
-        assert 0 < worst < 0.05
+    two = {name: checkpoint.load(f"{result.checkpoint.path}/{name}")[0] for name in cfgs}
+    p = result.metrics["stylegan2/aug_p"]
+    assert p > 0 and float(one["stylegan2"].aug_p) == p
+    # No BatchNorm: the same numbers as one process with the global batch, except W's running
+    # mean, a per-rank buffer (rank 0's is broadcast before an evaluation).
+    for net in ("G", "D"):
+        ref = one["stylegan2"].state_dict()[net]
+        for key, value in two["stylegan2"][net].items():
+            if key != "w_avg":
+                assert torch.allclose(value, ref[key], atol=1e-5), f"{net}.{key} {(value - ref[key]).abs().max()}"
+    # The ResNet G's BatchNorm normalizes over each rank's batch (SyncBatchNorm needs CUDA), so
+    # D sees other fakes than one process does: agreement of the ranks is exact (above), and
+    # D's closeness to the one-process D, below a loose bound, says the global batch was split right.
+    ref = one["resnet"].state_dict()["D"]
+    worst = max(float((v - ref[k]).abs().max()) for k, v in two["resnet"]["D"].items())
+    assert 0 < worst < 0.05
 
 
 @pytest.mark.timeout(400)

@@ -129,7 +129,7 @@ class StyleGAN2Generator(nn.Module):
         """`psi` < 1 (a number, or a (batch, 1, 1) tensor): the truncation trick."""
         w = self.map(z, y)
         if self.training:
-            self.w_avg.copy_(torch.lerp(w.detach().float().mean(0), self.w_avg, W_AVG_DECAY))  # fp32 under autocast
+            self.w_avg.copy_(torch.lerp(w.detach().to(self.w_avg.dtype).mean(0), self.w_avg, W_AVG_DECAY))  # its own dtype under autocast
         ws = w[:, None].expand(-1, self.num_ws, -1)
         maps: list[torch.Tensor | None] = [None] * len(self.layers)
         if noise is not None:
