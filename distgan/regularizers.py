@@ -9,14 +9,11 @@ every `every` D updates with its loss scaled by `every` (lazy regularization, Ka
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from distgan.augment import Draw
 from distgan.config import LossConfig
 from distgan.distributed import all_mean
-
-Draw = Callable[..., torch.Tensor]  # draw(n, *shape): uniform [0, 1) numbers, the engine's stream
 
 
 def _grad(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

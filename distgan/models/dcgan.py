@@ -10,12 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distgan.models.layers import CondBatchNorm2d
-
-
-def plan(resolution: int) -> tuple[int, int]:
-    """(start side, number of x2 up/down-samplings) for a supported resolution."""
-    return {28: (7, 2), 32: (4, 3), 64: (4, 4)}[resolution]
+from distgan.models.layers import CondBatchNorm2d, plan
 
 
 class Generator(nn.Module):

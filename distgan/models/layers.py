@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 
+def plan(resolution: int) -> tuple[int, int]:
+    """(start side, number of x2 up/down-samplings) for a supported resolution."""
+    return {28: (7, 2), 32: (4, 3), 64: (4, 4)}[resolution]
+
+
 class CondBatchNorm2d(nn.Module):
     """BatchNorm whose scale and shift are the class's own (starting at 1 and 0); without
     classes, a plain affine BatchNorm."""

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.models.dcgan import plan
-from distgan.models.layers import CondBatchNorm2d, SelfAttention
+from distgan.models.layers import CondBatchNorm2d, SelfAttention, plan
 
 
 class GBlock(nn.Module):
@@ -69,12 +68,12 @@ class DBlock(nn.Module):
         h = self.conv2(F.relu(self.conv1(h)))
         if self.down:
             h = F.avg_pool2d(h, 2)
-        s = x
-        if self.skip is not None:
-            # SNGAN: pool then project on the first block (pixels), project then pool after
-            s = self.skip(F.avg_pool2d(s, 2)) if (self.first and self.down) else self.skip(s)
-            s = F.avg_pool2d(s, 2) if (self.down and not self.first) else s
-        return h + s
+        if self.skip is None:
+            return h + x
+        if self.first:  # SNGAN: pool then project the pixels; project then pool after
+            return h + self.skip(F.avg_pool2d(x, 2))
+        s = self.skip(x)
+        return h + (F.avg_pool2d(s, 2) if self.down else s)
 
 
 class ResNetDiscriminator(nn.Module):

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.models.dcgan import plan
+from distgan.models.layers import plan
+
 
 #: Decay of the running mean of W that truncation moves toward.
 W_AVG_DECAY = 0.995
