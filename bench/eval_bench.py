@@ -108,7 +108,7 @@ def bench(n: int, dim: int, device: torch.device) -> dict:
     cfg = presets.mnist()
     engine = GANEngine.from_config(cfg, device)
     lenet = detectors.LeNetMnist(device=device)
-    z, y = fixed_latents(n, engine.z_dim, cfg.model.num_classes, EVAL_SEED)
+    z, y = fixed_latents(n, engine.latent, cfg.model.num_classes, EVAL_SEED)
     gen = lambda zb, yb: engine.generate(zb, yb).clamp(-1, 1)  # noqa: E731
     (old_f, _), t_feat_old = timed(lambda: old_features(gen, z, y, lenet, 500), device)
     (new_f, _), t_feat_new = timed(lambda: batched_features(gen, z, y, lenet, 500), device)

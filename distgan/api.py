@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,18 +150,21 @@ class Promotion:
 
 def promote(experiment: str | None = None, parent_run: str | None = None, model_name: str = DEFAULT_MODEL,
             alias: str = "champion", eval_n: int = 10000, mlflow_uri: str | None = None,
-            device: str | None = None) -> Promotion:
+            device: str | None = None, pick: str = "best") -> Promotion:
     """Register a tuning job's best checkpoint (the newest job's unless parent_run), re-evaluated
-    with eval_n samples, and point `alias` at it."""
+    with eval_n samples, and point `alias` at it. `pick="pareto"` (a two-objective job): of the
+    Pareto trials within 10 % of the best distance, the one best in the second objective."""
     from distgan import model_registry, tracking
 
+    if pick not in model_registry.PICKS:
+        raise ConfigError(f"--pick {pick}: expected one of {model_registry.PICKS}")
     if eval_n < 6:
         raise ConfigError(f"--eval-n {eval_n}: expected at least 6 samples")
     if not alias.strip() or not model_name.strip():
         raise ConfigError("--alias/--model-name: expected non-empty names")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
         v = model_registry.promote(uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run, model_name, alias, eval_n,
-                             device)
+                                   device, pick)
     metric = v.get("promoted_metric", "")
     value = float(v[metric]) if metric in v else float("nan")
     tags = {k: str(val) for k, val in v.items() if k not in ("version", "new")}
@@ -169,12 +173,21 @@ def promote(experiment: str | None = None, parent_run: str | None = None, model_
 
 def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 64, label: int | None = None,
            interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, mlflow_uri: str | None = None,
-           force: bool = False, truncation: float = 1.0) -> Path:
+           force: bool = False, truncation: float = 1.0, vary: str | None = None) -> Path:
     """A PNG grid from a registered generator (class rows, one label, or interpolations);
     `truncation` psi < 1 trades variety for fidelity (toward the mean W of a StyleGAN2-style
-    G, else z resampled within 2 psi standard deviations)."""
+    G, else z resampled within 2 psi standard deviations). `vary="c1"`: InfoGAN code c1 swept
+    from -2 to 2 along each row (`steps` columns; rows: one per class, else n // steps fixed z)."""
     from distgan import model_registry, tracking
 
+    code = None
+    if vary is not None:
+        m = re.fullmatch(r"c([1-9][0-9]*)", str(vary))
+        if not m:
+            raise ConfigError(f"--vary {vary}: expected a continuous code's name, c1, c2, ...")
+        if interpolate:
+            raise ConfigError("--vary: sweeps a code along each row; --interpolate too would fight for the columns")
+        code = int(m.group(1))
     if n < 1:
         raise ConfigError(f"--n {n}: expected at least 1 image")
     if steps < 2:
@@ -187,4 +200,4 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", f"--out {out}")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
         return model_registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed,
-                                     psi=truncation)
+                                     psi=truncation, vary=code)

@@ -147,7 +147,7 @@ def cmd_tune(a: argparse.Namespace) -> None:
 def cmd_promote(a: argparse.Namespace) -> None:
     from distgan import api
 
-    p = api.promote(a.experiment, a.parent_run, a.model_name, a.alias, a.eval_n, a.mlflow_uri, a.device)
+    p = api.promote(a.experiment, a.parent_run, a.model_name, a.alias, a.eval_n, a.mlflow_uri, a.device, a.pick)
     what = "registered as new version" if p.new else "already registered as version"
     print(f"trial {p.tags.get('trial_id')} (step {p.tags.get('step')}, {p.metric} {p.value:.6g}) {what} {p.version} "
           f"of {p.model_name}; alias {p.alias!r} -> version {p.version}")
@@ -158,7 +158,8 @@ def cmd_sample(a: argparse.Namespace) -> None:
     from distgan import api
 
     path = api.sample(a.out, a.model, n=a.n, label=a.label, interpolate=tuple(a.interpolate) if a.interpolate else None,
-                      steps=a.steps, seed=a.seed, mlflow_uri=a.mlflow_uri, force=a.force, truncation=a.truncation)
+                      steps=a.steps, seed=a.seed, mlflow_uri=a.mlflow_uri, force=a.force, truncation=a.truncation,
+                      vary=a.vary)
     print(f"wrote {path}")
 
 
@@ -362,18 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--alias", default="champion")
     pr.add_argument("--eval-n", type=_positive("eval_n", int, 6), default=10000, help="samples of the re-evaluation")
     pr.add_argument("--device", help="cpu or cuda[:N]")
+    pr.add_argument("--pick", default="best", choices=["best", "pareto"],
+                    help="best: the lowest distance; pareto (a two-objective job): of the Pareto trials within 10%% "
+                         "of the best distance, the one best in the second objective")
     pr.set_defaults(fn=cmd_promote)
 
     sa = add("sample", "a PNG grid from a registered generator (loading it runs none of its code)",
              "distgan sample --model models:/distgan-generator@champion --out grid.png",
              "distgan sample --label 7 --n 16 --out sevens.png",
-             "distgan sample --interpolate 1 2 --steps 8 --out interp.png")
+             "distgan sample --interpolate 1 2 --steps 8 --out interp.png",
+             "distgan sample --vary c1 --steps 9 --out slant.png")
     _tracking_args(sa, "sqlite:///outputs/mlflow.db", experiment=False)  # a models:/ URI names no experiment
     sa.add_argument("--model", default="models:/distgan-generator@champion")
     sa.add_argument("--n", type=_positive("n"), default=64)
     sa.add_argument("--label", type=int, help="one class (conditional models)")
     sa.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"),
                     help="interpolate between the latents of seeds A and B (one row per class)")
+    sa.add_argument("--vary", metavar="cI", help="InfoGAN code cI from -2 to 2 along each row (--steps columns; one "
+                    "row per class, else --n/--steps rows of fixed z)")
     sa.add_argument("--steps", type=_positive("steps", int, 2), default=8)
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--truncation", type=float, default=1.0, metavar="PSI",

@@ -88,6 +88,11 @@ class ModelConfig:
     """stylegan2: layers of the mapping network z -> W."""
     style_mixing: float = 0.9
     """stylegan2: probability that a training sample takes its later styles from a second z."""
+    codes: int = 0
+    """InfoGAN: continuous latent codes c ~ U(-1, 1) fed to G beside z, predicted back by a Q
+    head on D's trunk (see loss.info_weight); on digits they learn e.g. slant and stroke width."""
+    code_categories: int = 0
+    """InfoGAN: K of one categorical code (0: none); on unlabelled digits it can learn the class."""
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -119,6 +124,14 @@ class ModelConfig:
         _check(self.d_input_gain > 0, "model.d_input_gain", self.d_input_gain, "> 0")
         _check(self.mapping_layers >= 1, "model.mapping_layers", self.mapping_layers, ">= 1")
         _check(0 <= self.style_mixing <= 1, "model.style_mixing", self.style_mixing, "in [0, 1]")
+        _check(self.codes >= 0, "model.codes", self.codes, ">= 0")
+        _check(self.code_categories == 0 or self.code_categories >= 2, "model.code_categories",
+               self.code_categories, "0 (none) or >= 2")
+        if self.arch == "stylegan2" and (self.codes or self.code_categories):
+            _check(self.style_mixing == 0, "model.style_mixing", self.style_mixing,
+                   "0 with InfoGAN codes (a mixed-in second z would carry other codes)")
+        if self.attention and self.arch != "resnet":
+            raise ConfigError(f"model.attention: true is for arch resnet (arch {self.arch} has no attention layer)")
 
 
 @dataclass
@@ -135,6 +148,10 @@ class LossConfig:
     """LeCam regularization weight (0: off); 0.1-0.3 on small data sets."""
     lecam_decay: float = 0.99
     """Decay of LeCam's moving averages of D's outputs."""
+    info_weight: float = 0.1
+    """InfoGAN's lambda on the Q head's negative log-likelihood of the codes, in D's (Q's) and
+    G's losses (used when model.codes or model.code_categories is set). Measured on digits
+    (bench/latent_control.py): 1 swamps the GAN loss in D's shared trunk (fd x4), 0.1 does not."""
 
     def validate(self) -> None:
         _check(self.kind in LOSS_KINDS, "loss.kind", self.kind, f"one of {LOSS_KINDS}")
@@ -143,6 +160,7 @@ class LossConfig:
         _check(self.r1_every >= 1, "loss.r1_every", self.r1_every, ">= 1")
         _check(self.lecam_weight >= 0, "loss.lecam_weight", self.lecam_weight, ">= 0")
         _check(0 <= self.lecam_decay < 1, "loss.lecam_decay", self.lecam_decay, "in [0, 1)")
+        _check(self.info_weight >= 0, "loss.info_weight", self.info_weight, ">= 0")
 
 
 @dataclass
@@ -241,9 +259,10 @@ class EvalConfig:
     cache_dir: str = ""
     """Reference-statistics cache (a path or URI); empty: a tuning job's storage, else
     $DISTGAN_CACHE/stats or ~/.cache/distgan/stats."""
-    metrics: list[str] = field(default_factory=lambda: ["fd", "modes"])
+    metrics: list[str] = field(default_factory=lambda: ["fd", "modes", "control"])
     """Metrics of each evaluation (distgan.metrics.registry): fd (the Fréchet distance, always),
-    modes (class or mixture-mode coverage), kd (KID), prdc (precision/recall/density/coverage);
+    modes (class or mixture-mode coverage), control (how InfoGAN codes steer ink, slant, height
+    and width: info_rho), kd (KID), prdc (precision/recall/density/coverage);
     `kd@5` computes KID at every 5th evaluation only."""
 
     def validate(self) -> None:

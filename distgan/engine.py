@@ -23,6 +23,7 @@ from distgan.augment import ada_step, augment, parse_policy
 from distgan.config import ConfigError, RunConfig
 from distgan.data.reader import normalize
 from distgan.distributed import all_mean
+from distgan.latent import Latent
 from distgan.losses import build_loss
 from distgan.models import build_models
 from distgan.regularizers import Regularizer, build_regularizers
@@ -55,6 +56,7 @@ class GANEngine:
         self.G, self.D = G.to(self.device, memory_format=memory), D.to(self.device, memory_format=memory)
         self.G_ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)
         self.loss = build_loss(cfg.loss)
+        self.latent = Latent.of(cfg.model)
         self.regs = build_regularizers(cfg.loss)
         self.d_main = [r for r in self.regs if r.phase == "Dmain"]
         self.d_reg = [r for r in self.regs if r.phase == "Dreg"]
@@ -93,9 +95,9 @@ class GANEngine:
         G, D = build_models(cfg.model)
         return cls(cfg, G, D, device)
 
-    @property
-    def z_dim(self) -> int:
-        return unwrap(self.G).z_dim
+    def _latent(self, n: int) -> torch.Tensor:
+        """G's input rows: z, then any InfoGAN codes (without codes, exactly the z draws of before)."""
+        return self.latent.draw(n, self._noise, self._uniform)
 
     def _noise(self, n: int, *shape: int, uniform: bool = False) -> torch.Tensor:
         draw = torch.rand if uniform else torch.randn
@@ -183,9 +185,11 @@ class GANEngine:
         extras = [r.extra_input(real, fake, self._uniform) for r in self.d_main]
         inputs = [real, fake, *(e for e in extras if e is not None)]
         with self.autocast():
-            logits = self.D(torch.cat(inputs), torch.cat([y] * len(inputs)) if y is not None else None).float()
+            logits, q = self._judge(torch.cat(inputs), torch.cat([y] * len(inputs)) if y is not None else None)
         real_logits, fake_logits = logits[:b], logits[b:2 * b]
         terms, at = {}, 2 * b
+        if q is not None:  # Q learns to read the codes back from the fakes they made
+            terms["info_d"] = self.cfg.loss.info_weight * self.latent.info_nll(q[b:2 * b], z)
         for reg, extra in zip(self.d_main, extras):
             extra_logits = None
             if extra is not None:
@@ -194,8 +198,15 @@ class GANEngine:
                                        extra_logits=extra_logits)
         return self.loss.d_loss(real_logits, fake_logits), real_logits.detach(), fake_logits.detach(), terms
 
+    def _judge(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits (fp32) and, with InfoGAN codes, its Q head's guesses of them (fp32)."""
+        if not self.latent.coded:
+            return self.D(x, y).float(), None
+        logits, q = self.D(x, y, codes=True)
+        return logits.float(), q.float()
+
     def _d_update(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        loss, real_logits, fake_logits, terms = self._d_loss(real, y, self._noise(len(real), self.z_dim))
+        loss, real_logits, fake_logits, terms = self._d_loss(real, y, self._latent(len(real)))
         loss = loss + sum(terms.values())
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,19 +225,25 @@ class GANEngine:
         The penalty is on the reals as drawn, through the augmentation D sees them with."""
         x = real.detach().requires_grad_(True)
         with self.autocast():
-            logits = self.D(self.augment(x), y).float()
+            logits, q = self._judge(self.augment(x), y)
         penalty = reg.penalty(x, logits)
         self.opt_d.zero_grad(set_to_none=True)
-        # + 0 * logits (as stylegan2-ada): D's last bias has no say in its input gradient, and
-        # DDP requires every parameter in the backward.
-        (penalty * reg.every + 0 * logits.mean()).backward()
+        # + 0 * logits (as stylegan2-ada): D's last bias (and a Q head) has no say in its input
+        # gradient, and DDP requires every parameter in the backward.
+        unused = 0 * logits.mean() + (0 * q.mean() if q is not None else 0)
+        (penalty * reg.every + unused).backward()
         self.opt_d.step()
         return penalty.detach()
 
-    def _g_loss_eager(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _g_loss_eager(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """G's loss, and with InfoGAN codes the Q head's NLL of them (G keeps them readable)."""
         with self.autocast():
-            logits = self.D(self.augment(self._fake(z, y)), y).float()
-        return self.loss.g_loss(logits)
+            logits, q = self._judge(self.augment(self._fake(z, y)), y)
+        loss = self.loss.g_loss(logits)
+        if q is None:
+            return loss, None
+        nll = self.latent.info_nll(q, z)
+        return loss + self.cfg.loss.info_weight * nll, nll
 
     def _g_update(self, b: int, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
         D = unwrap(self.D)
@@ -234,14 +251,14 @@ class GANEngine:
         no_sync = self.D.no_sync() if hasattr(self.D, "no_sync") else contextlib.nullcontext()
         try:
             with no_sync:
-                loss = self._g_loss(self._noise(b, self.z_dim), y)
+                loss, nll = self._g_loss(self._latent(b), y)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
             D.requires_grad_(True)
         gn = grad_norm(self.G)
         self.opt_g.step()
-        return {"loss_g": loss.detach(), "grad_norm_g": gn}
+        return {"loss_g": loss.detach(), "grad_norm_g": gn, **({"info_nll": nll.detach()} if nll is not None else {})}
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -70,7 +70,7 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
         best = run.record(history, evaluator.fd_key)
         run.prune(best.checkpoint, cfg.train.keep_checkpoints - 1)
         grid = sample_grid(engine.G_ema, cfg.model.arch, cfg.eval.grid_size,
-                           Path(run.path(SAMPLES, f"{checkpoint.dir_name(step)}.png")), dev, reference)
+                           Path(run.path(SAMPLES, f"{checkpoint.dir_name(step)}.png")), dev, reference, engine.latent)
         if run_log is not None:
             run_log.log(metrics, step, grid)
         say(format_eval(metrics, evaluator.fd_key))

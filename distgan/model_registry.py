@@ -24,6 +24,7 @@ from torch import nn
 from distgan import checkpoint, console, storage, tracking
 from distgan.config import ConfigError, RunConfig
 from distgan.data.schema import inspect
+from distgan.latent import Latent, vary_latents
 from distgan.metrics import registry as metric_names
 from distgan.metrics.detectors import file_sha256
 from distgan.metrics.evaluate import EVAL_SEED, Evaluator, fixed_latents
@@ -91,14 +92,36 @@ def best_of(run) -> float:
     return m.get(tracking.BEST, m.get(tracking.LEGACY_BEST, math.inf))
 
 
-def best_trial(parent, children):
-    """The child run with the lowest finite best distance that kept a checkpoint."""
+PICKS = ("best", "pareto")
+#: `--pick pareto` chooses among the Pareto trials within this share of the front's best distance.
+PARETO_SLACK = 0.10
+
+
+def best_trial(parent, children, pick: str = "best"):
+    """The child run to promote, among those with a finite best distance and a checkpoint:
+    `best`, the lowest distance; `pareto` (a two-objective job), of the Pareto trials whose
+    distance is within PARETO_SLACK of the front's best, the one best in the second objective
+    (e.g. the most controllable codes that cost at most 10 % in quality)."""
     scored = [r for r in children if math.isfinite(best_of(r)) and best_of(r) < 1e4
               and r.data.tags.get(tracking.BEST_CHECKPOINT)]
     if not scored:
         raise ConfigError(f"parent run {parent.info.run_id} ({parent.info.run_name}): no trial with a finite distance "
                           "and a checkpoint, nothing to promote")
-    return min(scored, key=best_of)
+    if pick == "best":
+        return min(scored, key=best_of)
+    objectives = parent.data.tags.get(tracking.OBJECTIVES, "")
+    if not objectives:
+        raise ConfigError(f"--pick pareto: parent run {parent.info.run_id} ({parent.info.run_name}) is a one-objective "
+                          "job; its space names no second objective")
+    metric, mode = objectives.split(",")[1].split(":")
+    front = [r for r in scored if r.data.tags.get(tracking.PARETO) == "true"]
+    if not front:
+        raise ConfigError(f"--pick pareto: parent run {parent.info.run_id} ({parent.info.run_name}) has no Pareto trial "
+                          "with a checkpoint")
+    limit = min(best_of(r) for r in front) * (1 + PARETO_SLACK)
+    near = [r for r in front if best_of(r) <= limit]
+    sign = 1 if mode == "max" else -1
+    return max(near, key=lambda r: (sign * r.data.metrics.get(f"{metric}_at_best", -sign * math.inf), -best_of(r)))
 
 
 def fetch_checkpoint(location: str, tmp: str) -> Path:
@@ -125,8 +148,8 @@ def reevaluate(G: nn.Module, cfg: RunConfig, data_dir: str, n: int, device: torc
 
 
 def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: str, alias: str, eval_n: int,
-            device: str | None = None) -> dict:
-    """Register the job's best checkpoint (once: promoting it again only moves the alias)."""
+            device: str | None = None, pick: str = "best") -> dict:
+    """Register the job's best checkpoint by `pick` (once: promoting it again only moves the alias)."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -139,7 +162,7 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
     if exp is None:
         raise ConfigError(f"--experiment {experiment}: no such MLflow experiment at {tracking.redact(uri)}")
     parent, children = job_runs(c, exp.experiment_id, parent_run_id)
-    best = best_trial(parent, children)
+    best = best_trial(parent, children, pick)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = fetch_checkpoint(best.data.tags[tracking.BEST_CHECKPOINT], tmp)
         sha = file_sha256(ckpt / checkpoint.STATE)
@@ -152,9 +175,9 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
         G, cfg, train_metrics = load_generator(ckpt, dev)
     data_dir = parent.data.tags.get(tracking.DATA_DIR) or cfg.data.path
     scores = reevaluate(G, cfg, data_dir, eval_n, dev)
-    z_dim, k = cfg.model.z_dim, (cfg.model.num_classes if cfg.model.conditional else 0)
-    model = Sampler(G, z_dim, bool(k)).cpu().eval()
-    example = sampler_input(*fixed_latents(4, z_dim, k, EVAL_SEED), 1.0 if model.truncates else None)
+    latent, k = Latent.of(cfg.model), (cfg.model.num_classes if cfg.model.conditional else 0)
+    model = Sampler(G, latent.width, bool(k)).cpu().eval()
+    example = sampler_input(*fixed_latents(4, latent, k, EVAL_SEED), 1.0 if model.truncates else None)
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
     detector = checkpoint.detector_of(cfg)
@@ -178,8 +201,10 @@ def promote(uri: str, experiment: str, parent_run_id: str | None, model_name: st
         with console.hush_stderr():  # "Successfully registered model ...", "Created version ..."
             logged = mlflow.pytorch.log_model(model, name=ARTIFACT, input_example=example.numpy(),
                                               signature=signature, serialization_format="pt2",
-                                              metadata={"z_dim": z_dim, "num_classes": k, "arch": cfg.model.arch,
-                                                        "truncation": "w" if model.truncates else "z"},
+                                              metadata={"z_dim": latent.width, "num_classes": k, "arch": cfg.model.arch,
+                                                        "truncation": "w" if model.truncates else "z",
+                                                        "noise_dim": latent.noise, "codes": latent.codes,
+                                                        "code_categories": latent.categories},
                                               extra_files=[str(config_file)], registered_model_name=model_name)
     tracking.end_run(c, best.info.run_id, status)  # promotion does not change how the trial ended
     version = str(logged.registered_model_version)
@@ -203,25 +228,35 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
 
 
-def sample_latents(z_dim: int, k: int, n: int, label: int | None, interpolate: tuple[int, int] | None,
-                   steps: int, seed: int, psi: float = 1.0, in_w: bool = False) -> tuple[torch.Tensor, int]:
-    """The model input and images per row: class rows (conditional), or one interpolation row
-    per class between the latents of seeds A and B; truncated by psi (in W, or by resampling z)."""
+def sample_latents(latent: Latent, k: int, n: int, label: int | None, interpolate: tuple[int, int] | None,
+                   steps: int, seed: int, psi: float = 1.0, in_w: bool = False,
+                   vary: int | None = None) -> tuple[torch.Tensor, int]:
+    """The model input and images per row: class rows (conditional), one interpolation row per
+    class between the latents of seeds A and B, or (`vary`: a continuous code's number) rows of
+    fixed z (one per class, conditional) whose columns sweep that code; truncated by psi (in W,
+    or by resampling z). InfoGAN codes are drawn as in training, held at 0 while interpolating."""
     w_psi = psi if in_w else None
     trunc = (lambda z: z) if in_w else (lambda z: truncate_z(z, psi, seed))  # noqa: E731
     if label is not None and not 0 <= label < max(k, 1):
         raise ConfigError(f"--label {label}: the model has {k} classes" if k else
                           f"--label {label}: the model is not conditional")
+    classes = [label] if label is not None else (list(range(k)) if k else [None])
+    if vary is not None:
+        rows = k if k and label is None else max(1, n // steps)
+        zs = vary_latents(latent, vary, rows, steps, seed)
+        zs[:, :latent.noise] = trunc(zs[:, :latent.noise])
+        y = torch.tensor(classes * (rows // len(classes))).repeat_interleave(steps) if k else None
+        return sampler_input(zs, y, w_psi), steps
     if interpolate:
-        a, b = (trunc(torch.randn(1, z_dim, generator=torch.Generator().manual_seed(s)))[0] for s in interpolate)
-        z = slerp(a, b, torch.linspace(0, 1, steps))
-        classes = [label] if label is not None else (list(range(k)) if k else [None])
-        zs = torch.cat([z] * len(classes))
+        a, b = (trunc(torch.randn(1, latent.noise, generator=torch.Generator().manual_seed(s)))[0]
+                for s in interpolate)
+        zs = torch.cat([latent.join(slerp(a, b, torch.linspace(0, 1, steps)))] * len(classes))
         y = torch.tensor(classes).repeat_interleave(steps) if k else None
         return sampler_input(zs, y, w_psi), steps
     per_row = max(1, n // k) if k and label is None else max(1, int(math.sqrt(n)))
     count = per_row * k if k and label is None else n
-    z = trunc(torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)))
+    z = torch.cat([trunc(torch.randn(count, latent.noise, generator=torch.Generator().manual_seed(seed))),
+                   latent.seeded(count, seed + 1)[:, latent.noise:]], 1)  # the codes as in training
     y = None
     if k:
         y = torch.full((n,), label) if label is not None else torch.arange(k).repeat_interleave(per_row)
@@ -271,14 +306,21 @@ def load_model(uri: str, model_uri: str, tmp: str) -> tuple[nn.Module, dict]:
 
 
 def sample(uri: str, model_uri: str, out: str | Path, n: int = 64, label: int | None = None,
-           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, psi: float = 1.0) -> Path:
+           interpolate: tuple[int, int] | None = None, steps: int = 8, seed: int = 0, psi: float = 1.0,
+           vary: int | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         G, meta = load_model(uri, model_uri, tmp)
     try:
         z_dim, k = int(meta["z_dim"]), int(meta["num_classes"])
+        # models promoted before InfoGAN codes carry no code counts: z only
+        codes, categories = int(meta.get("codes", 0)), int(meta.get("code_categories", 0))
+        latent = Latent(int(meta.get("noise_dim", z_dim)), codes, categories)
     except (KeyError, ValueError, TypeError):
         raise ConfigError(f"--model {model_uri}: no z_dim/num_classes metadata (not a distgan generator)") from None
-    zy, per_row = sample_latents(z_dim, k, n, label, interpolate, steps, seed, psi, meta.get("truncation") == "w")
+    if latent.width != z_dim:
+        raise ConfigError(f"--model {model_uri}: metadata z_dim {z_dim} is not noise_dim + codes + code_categories")
+    zy, per_row = sample_latents(latent, k, n, label, interpolate, steps, seed, psi, meta.get("truncation") == "w",
+                                 vary)
     with torch.no_grad():
         x = G(zy)
     if meta.get("arch") == "mlp":

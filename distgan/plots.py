@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
+from distgan.latent import Latent, vary_latents  # noqa: E402
+
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """Images in [-1, 1]; `nrow` images per row (class-ordered grids pass images per class)."""
@@ -37,23 +39,39 @@ def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor 
     return path
 
 
+#: Columns of an evaluation's code sweeps (a model with InfoGAN codes).
+VARY_STEPS = 9
+
+
 def sample_grid(G: torch.nn.Module, arch: str, grid_size: int, path: str | Path, device: torch.device,
-                reference: torch.Tensor | None = None) -> Path:
+                reference: torch.Tensor | None = None, latent: Latent | None = None) -> Path:
     """G_ema's samples of the fixed evaluation latents: class-ordered rows for conditional
-    models; a scatter over the real data for points."""
+    models; a scatter over the real data for points. With InfoGAN codes, what the codes do
+    instead: a block per continuous code (as `distgan sample --vary`), rows of fixed z (one
+    per class), columns the code from -2 to 2, a dark row between blocks."""
     from distgan.metrics.evaluate import EVAL_SEED, fixed_latents
 
+    latent = latent or Latent(G.z_dim)
     was_training = G.training
     G.eval()
+    k = G.num_classes
     with torch.no_grad():
         if arch == "mlp":
-            z, _ = fixed_latents(2000, G.z_dim, 0, EVAL_SEED)
+            z, _ = fixed_latents(2000, latent, 0, EVAL_SEED)
             out = save_points(G(z.to(device)).float(), path, reference)
+        elif latent.codes:
+            rows = k or max(1, grid_size // VARY_STEPS)
+            y = torch.arange(rows).repeat_interleave(VARY_STEPS).to(device) if k else None
+            images = []
+            for code in range(1, latent.codes + 1):
+                if images:
+                    images.append(torch.full((VARY_STEPS, *images[0].shape[1:]), -1.0, device=device))
+                images.append(G(vary_latents(latent, code, rows, VARY_STEPS, EVAL_SEED).to(device), y).float())
+            out = save_image_grid(torch.cat(images).clamp(-1, 1), path, nrow=VARY_STEPS)
         else:
-            k = G.num_classes
             per_row = max(1, grid_size // k) if k else None
             n = per_row * k if k else grid_size
-            z, _ = fixed_latents(n, G.z_dim, 0, EVAL_SEED)
+            z, _ = fixed_latents(n, latent, 0, EVAL_SEED)
             y = torch.arange(k).repeat_interleave(per_row).to(device) if k else None
             out = save_image_grid(G(z.to(device), y).float(), path, nrow=per_row)
     G.train(was_training)

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from distgan import storage
+from distgan.metrics.control import describe
 
 REPLAYED = "replayed"  # 1 on an evaluation a resumed Tune trial reports again (see trial.replay)
 STATUS_FILE = "status.json"
@@ -25,6 +26,8 @@ def format_eval(metrics: dict, fd_key: str) -> str:
     for key in ("classes_covered", "modes_covered"):
         if key in metrics:
             parts.append(f"{key} {int(metrics[key])}")
+    if control := describe(metrics):
+        parts.append(f"codes: {control}")
     parts.append(f"{metrics['img_per_s']:.0f} img/s")
     if "eval_s" in metrics:
         parts.append(f"eval {metrics['eval_s']:.1f} s")

@@ -5,6 +5,7 @@ under population-based training, the champion's lineage."""
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -17,12 +18,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from distgan import storage  # noqa: E402
+from distgan.sweep import Objective  # noqa: E402
 from distgan.trial import CHECKPOINT_URI, EVALS  # noqa: E402
 
 
-def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "") -> list[dict[str, Any]]:
+def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
+               objective: Objective | None = None) -> list[dict[str, Any]]:
     """One row per trial: parameters, best distance (at any evaluation), evaluations, stop
-    reason, the best checkpoint's URI, and where its runs spooled what MLflow missed."""
+    reason, the best checkpoint's URI, and where its runs spooled what MLflow missed; with a
+    second objective, its value at the best checkpoint and whether the trial is on the
+    Pareto front."""
     rows = []
     for r in results:
         df = r.metrics_dataframe
@@ -50,7 +55,20 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "") -
             "curve": df[["step", fd_key]].values.tolist() if has else [],
             "spools": [storage.join(experiment_dir, "train", run, "mlflow_spool") for run in runs] if experiment_dir else [],
         })
+        if objective is not None:
+            value = best.get(objective.metric) if best is not None else None
+            rows[-1]["second"] = float(value) if value is not None and math.isfinite(value) else 0.0
+    if objective is not None:
+        mark_pareto(rows, objective)
     return sorted(rows, key=lambda row: row["best"])
+
+
+def mark_pareto(rows: list[dict], objective: Objective) -> None:
+    """`pareto`: no other trial with a finite distance is as good in both objectives and better in one."""
+    scored = [r for r in rows if math.isfinite(r["best"])]
+    for r in rows:
+        r["pareto"] = r in scored and not any(
+            objective.dominates((o["best"], o["second"]), (r["best"], r["second"])) for o in scored)
 
 
 def trial_of(result, df) -> str:
@@ -62,11 +80,13 @@ def trial_of(result, df) -> str:
     return m.group(1) if m else Path(result.path).name
 
 
-def format_table(rows: list[dict], fd_key: str, param_keys: list[str]) -> str:
-    head = ["trial", f"best {fd_key}", "at step", "evals", "stop", *param_keys]
+def format_table(rows: list[dict], fd_key: str, param_keys: list[str], objective: Objective | None = None) -> str:
+    two = [f"{objective.metric} there", "pareto"] if objective else []
+    head = ["trial", f"best {fd_key}", "at step", *two, "evals", "stop", *param_keys]
     lines = [head]
     for row in rows:
-        lines.append([row["trial_id"], f"{row['best']:.3f}", str(row["best_step"]), str(row["evals"]),
+        second = [f"{row['second']:.3f}", "*" if row["pareto"] else ""] if objective else []
+        lines.append([row["trial_id"], f"{row['best']:.3f}", str(row["best_step"]), *second, str(row["evals"]),
                       row["stop_reason"], *(_fmt(row["params"].get(k, "-")) for k in param_keys)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
@@ -95,12 +115,15 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def write_csv(rows: list[dict], path: Path, param_keys: list[str]) -> Path:
+def write_csv(rows: list[dict], path: Path, param_keys: list[str], objective: Objective | None = None) -> Path:
+    two = [objective.at_best, "pareto"] if objective else []
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial_id", "best", "best_step", "evals", "stop_reason", "checkpoint", "error_file", *param_keys])
+        w.writerow(["trial_id", "best", "best_step", *two, "evals", "stop_reason", "checkpoint", "error_file",
+                    *param_keys])
         for row in rows:
-            w.writerow([row["trial_id"], row["best"], row["best_step"], row["evals"], row["stop_reason"],
+            second = [row["second"], row["pareto"]] if objective else []
+            w.writerow([row["trial_id"], row["best"], row["best_step"], *second, row["evals"], row["stop_reason"],
                         row["checkpoint"], row["error_file"], *(row["params"].get(k, "") for k in param_keys)])
     return path
 
@@ -143,12 +166,18 @@ def optuna_study(rows: list[dict], dists: dict):
 
 
 def plot_optuna(study, out_dir: Path, say: Callable[[str], None] = print) -> list[Path]:
-    """Importances and parallel coordinates; skipped (with a note) when too few trials."""
+    """Importances and parallel coordinates (of the distance), and a two-objective study's
+    Pareto front; skipped (with a note) when too few trials."""
     from optuna.visualization import matplotlib as ovm
 
     written = []
-    for name, fn in (("param_importances.png", ovm.plot_param_importances),
-                     ("parallel_coordinates.png", ovm.plot_parallel_coordinate)):
+    multi = len(study.directions) > 1
+    target = {"target": lambda t: t.values[0], "target_name": "fd_best"} if multi else {}
+    plots = [("param_importances.png", functools.partial(ovm.plot_param_importances, **target)),
+             ("parallel_coordinates.png", functools.partial(ovm.plot_parallel_coordinate, **target))]
+    if multi:
+        plots.append(("pareto_front.png", ovm.plot_pareto_front))
+    for name, fn in plots:
         try:
             ax = fn(study)
             fig = ax.figure if hasattr(ax, "figure") else ax[0].figure

@@ -27,10 +27,9 @@ def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_rep
         raise ConfigError(f"--batch {batch}: expected at least 1")
     dev = pick_device(device)
     info = inspect(real)
-    cfg = RunConfig().with_overrides({"eval.detector": detector, "eval.num_samples": n, "eval.batch_size": batch,
-                                      "eval.metrics": list(registry.METRICS)})
     # both sides are checked before anything is computed
     generator = checkpoint.is_checkpoint(fake)
+    run_cfg = RunConfig()
     if generator:
         state, run_cfg, _ = checkpoint.load(fake, map_location=dev)
         if run_cfg.model.sample_shape != tuple(info.sample_shape):
@@ -43,6 +42,9 @@ def score(real: str, fake: str, detector: str = "auto", n: int = 2000, allow_rep
         if tuple(other_info.sample_shape) != tuple(info.sample_shape):
             raise ConfigError(f"--fake {fake}: holds {tuple(other_info.sample_shape)} samples, --real {real} holds "
                               f"{tuple(info.sample_shape)}")
+    # the run's model (its latent: z and any InfoGAN codes), this command's protocol
+    cfg = run_cfg.with_overrides({"eval.detector": detector, "eval.num_samples": n, "eval.batch_size": batch,
+                                  "eval.metrics": list(registry.METRICS)})
     det = detectors.build(detector, info.sample_shape, device=dev)
     ref = real_stats(real, det, n, allow_repeat=allow_repeat, batch=batch, seed=REAL_SEED, device=dev, progress=progress)
     evaluator = Evaluator.build(cfg, info, dev, real=ref)

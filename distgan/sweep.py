@@ -4,8 +4,11 @@ steps, eval_every) and the scheduler with its settings. The command line overrid
 file. Everything is validated against the config schema before Ray starts, and every error
 names the file and the key.
 
-The objective is fixed: a trial is as good as its lowest Fréchet distance (`fd_best`) in
-the feature space of its evaluation protocol, so there is no `metric`/`mode` to set.
+The first objective is fixed: a trial is as good as its lowest Fréchet distance (`fd_best`)
+in the feature space of its evaluation protocol. A file may name a second one to trade
+against it (`objectives: {fd: min, info_rho: max}`): its value at the trial's best-distance
+checkpoint (the one promotion would take). Optuna's multi-objective TPE then searches for the
+Pareto front; the schedulers still stop trials on the distance alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,29 @@ from distgan.config import ConfigError, RunConfig
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
 POPULATION = ("pbt", "pb2")  # schedulers that move state between trials (Tune checkpoints)
+#: What a second objective may be, and what the run must compute for it (its stem; the
+#: precision/recall family carries the feature space in its logged name, e.g. recall_lenet2k).
+SECOND_OBJECTIVES = ("info_rho", "info_acc", "recall", "precision", "density", "coverage", "classes_covered",
+                     "modes_covered")
+PRDC = ("recall", "precision", "density", "coverage")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The second objective: its logged metric name and direction."""
+    metric: str
+    mode: str
+
+    @property
+    def at_best(self) -> str:
+        """What a trial reports: the metric at its best-distance evaluation."""
+        return f"{self.metric}_at_best"
+
+    def dominates(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
+        """(distance, metric) a is no worse than b in both and better in one."""
+        sign = 1 if self.mode == "max" else -1
+        no_worse = a[0] <= b[0] and sign * a[1] >= sign * b[1]
+        return no_worse and (a[0] < b[0] or sign * a[1] > sign * b[1])
 
 
 @dataclass
@@ -126,6 +152,8 @@ class Sweep:
     budget: Budget
     scheduler: SchedulerSpec | None
     """None: the file names no scheduler (the command line's, or the default, applies)."""
+    objective: Objective | None = None
+    """The second objective (None: the distance alone)."""
 
     def sample(self, trial, base: dict[str, Any]) -> dict[str, Any]:
         """Define-by-run: a conditional parameter is drawn only when its condition holds."""
@@ -168,8 +196,9 @@ def load(path: str | Path, base: RunConfig, text: str | None = None) -> Sweep:
         raise bad("expected a mapping with params (and optionally start, budget, scheduler)")
     for gone in ("metric", "mode"):
         if gone in raw:
-            raise bad(f"{gone}: not a setting (distgan minimizes the run's Fréchet distance, fd_best); remove it")
-    unknown = set(raw) - {"params", "start", "budget", "scheduler"}
+            raise bad(f"{gone}: not a setting (distgan minimizes the run's Fréchet distance, fd_best; a second "
+                      "objective goes in objectives: {fd: min, info_rho: max})")
+    unknown = set(raw) - {"params", "start", "budget", "scheduler", "objectives"}
     if unknown:
         raise bad(f"unknown top-level key {sorted(unknown)[0]!r}")
     flat = base.flat()
@@ -194,7 +223,43 @@ def load(path: str | Path, base: RunConfig, text: str | None = None) -> Sweep:
         spec = raw["scheduler"]
         spec = {"kind": spec} if isinstance(spec, str) else spec
         scheduler = SchedulerSpec(**_fields(spec, SchedulerSpec, "scheduler", bad)).validate(f"space {path.name}: ")
-    return Sweep(str(path), params, start, budget, scheduler)
+    objective = _objective(raw.get("objectives"), base, bad)
+    if objective is not None and scheduler is not None and scheduler.kind in POPULATION:
+        raise bad(f"objectives: two objectives need Optuna's search, which {scheduler.kind} does not use; "
+                  "pick asha, hyperband, median or none")
+    return Sweep(str(path), params, start, budget, scheduler, objective)
+
+
+def _objective(raw: Any, base: RunConfig, bad) -> Objective | None:
+    """`{fd: min}` or `{fd: min, <metric>: min|max}`, checked against what the runs compute."""
+    if raw is None:
+        return None
+    entries = list(_mapping(raw, "objectives", bad).items())
+    if not entries or entries[0] != ("fd", "min") or len(entries) > 2:
+        raise bad("objectives: expected {fd: min} first, then at most one more (e.g. {fd: min, info_rho: max})")
+    if len(entries) == 1:
+        return None
+    stem, mode = entries[1]
+    if stem not in SECOND_OBJECTIVES:
+        raise bad(f"objectives.{stem}: not a metric to trade against the distance; expected one of {SECOND_OBJECTIVES}")
+    if mode not in ("min", "max"):
+        raise bad(f"objectives.{stem}: {mode!r} is invalid, expected min or max")
+    from distgan.metrics import registry
+    from distgan.metrics.detectors import resolve_name
+
+    schedule = registry.parse(base.eval.metrics)
+    m = base.model
+    if stem.startswith("info_"):
+        need = "codes" if stem == "info_rho" else "code_categories"
+        if not getattr(m, need) or "control" not in schedule:
+            raise bad(f"objectives.{stem}: the runs measure no codes (set model.{need} and keep control in "
+                      "eval.metrics)")
+    if stem in PRDC:
+        if schedule.get("prdc") != 1:
+            raise bad(f"objectives.{stem}: the runs do not compute it at every evaluation (add prdc to eval.metrics)")
+        return Objective(stem + registry.space_tag(resolve_name(base.eval.detector, m.sample_shape),
+                                                   base.eval.num_samples), mode)
+    return Objective(stem, mode)
 
 
 def _mapping(value: Any, key: str, bad) -> dict:

@@ -38,6 +38,7 @@ PARENT = "mlflow.parentRunId"
 KIND, JOB, TRIAL, RUN_DIR = "distgan.kind", "distgan.job", "distgan.trial_id", "distgan.run_dir"
 STOP_REASON, BEST_CHECKPOINT, BEST_TRIAL, DATA_DIR = "stop_reason", "best_checkpoint", "best_trial_id", "data_dir"
 DISTANCE, LINEAGE, STUDY = "distance_metric", "lineage", "optuna_study"
+OBJECTIVES, PARETO = "objectives", "pareto"  # a two-objective job's "fd_lenet2k:min,info_rho:max" and front
 TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as run tags
 # metrics
 BEST = "fd_best"  # a trial's (and a job's) lowest Fréchet distance, the objective
@@ -378,10 +379,13 @@ def kill_running_children(c, exp_id: str, parent_id: str) -> None:
 
 
 def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files: list[Path],
-              spools: dict[str, str] | None = None) -> None:
+              spools: dict[str, str] | None = None, objectives: str = "") -> None:
     """Each child run gets what its trial's spool holds, then ends as the trial really ended
     (ASHA's stop: KILLED; a crash: FAILED) with its best distance and checkpoint; the parent
-    gets the table, the plots and the winner."""
+    gets the table, the plots and the winner. Two `objectives` ("fd_lenet2k:min,info_rho:max"):
+    each child also its second objective at its best checkpoint and whether it is on the
+    Pareto front, the parent the front."""
+    second = objectives.split(",")[1].split(":")[0] if objectives else ""
     for row in rows:
         run_id = find_run(c, exp_id, {PARENT: parent_id, TRIAL: row["trial_id"]})
         if run_id is None:  # the trial failed before it could open its run
@@ -393,9 +397,15 @@ def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files:
             c.set_tag(run_id, BEST_CHECKPOINT, row["checkpoint"])
         if math.isfinite(row["best"]):
             c.log_metric(run_id, BEST, row["best"], step=row["best_step"])
+        if second:
+            c.log_metric(run_id, f"{second}_at_best", row["second"], step=max(row["best_step"], 0))
+            c.set_tag(run_id, PARETO, str(row["pareto"]).lower())
         end_run(c, run_id, FINAL_STATUS.get(row["stop_reason"], "FINISHED"))
     for f in files:
         c.log_artifact(parent_id, str(f))
+    if second:
+        c.set_tag(parent_id, OBJECTIVES, objectives)
+        c.set_tag(parent_id, PARETO, ",".join(r["trial_id"] for r in rows if r["pareto"]))
     best = rows[0] if rows and math.isfinite(rows[0]["best"]) else None
     if best is not None:
         c.log_metric(parent_id, BEST, best["best"])

@@ -140,7 +140,25 @@ def to_tune(metrics: dict, eval_every: int) -> dict:
     return {**metrics, EVALS: float(evals_at(int(metrics["step"]), eval_every))}
 
 
-def replay(run_dir: str, eval_every: int, meta: dict) -> int:
+class AtBest:
+    """A second objective's value at the trial's best-distance evaluation so far (what Optuna
+    is told when the trial ends, beside fd_best). An evaluation that did not measure it (a
+    diverged one) counts as 0, the worst of every such metric maximized."""
+
+    def __init__(self, fd_key: str, metric: str | None):
+        self.fd_key, self.metric = fd_key, metric
+        self.best, self.value = float("inf"), 0.0
+
+    def __call__(self, metrics: dict) -> dict:
+        if self.metric is None:
+            return {}
+        fd = metrics.get(self.fd_key, float("inf"))
+        if fd < self.best:
+            self.best, self.value = fd, float(metrics.get(self.metric, 0.0))
+        return {f"{self.metric}_at_best": self.value}
+
+
+def replay(run_dir: str, eval_every: int, meta: dict, at_best: AtBest) -> int:
     """Report a resumed run's past evaluations again, from its newest checkpoint's history.
     After Ctrl-C (or a killed driver) a Train run can get ahead of what Tune recorded; seen:
     a trial that finished all its steps then, resumed with nothing left to train, ended one
@@ -156,28 +174,29 @@ def replay(run_dir: str, eval_every: int, meta: dict) -> int:
         for h in history:
             step_dir = checkpoint.dir_name(int(h["step"]))
             where = {CHECKPOINT_URI: storage.join(run_dir, step_dir)} if step_dir in kept else {}
-            ray.tune.report({**to_tune(h, eval_every), **meta, REPLAYED: 1.0, **where})
+            ray.tune.report({**to_tune(h, eval_every), **meta, REPLAYED: 1.0, **where, **at_best(h)})
         return len(history)
     return 0
 
 
-def to_tune_report(eval_every: int, report_checkpoints: bool):
+def to_tune_report(eval_every: int, report_checkpoints: bool, at_best: AtBest):
     """What the trial driver does with each report of its Train run: hand it to Tune, with
-    the schedulers' clock, the checkpoint's URI and, for PBT, the checkpoint itself."""
+    the schedulers' clock, the checkpoint's URI, a second objective at the best distance and,
+    for PBT, the checkpoint itself."""
 
     def report(metrics: dict, where: str | None) -> None:
         ckpt = None
         if where is not None and report_checkpoints:
             fs, path = storage.resolve(where)
             ckpt = ray.tune.Checkpoint(path=path, filesystem=fs)
-        ray.tune.report({**to_tune(metrics, eval_every), **({CHECKPOINT_URI: where} if where else {})},
-                        checkpoint=ckpt)
+        ray.tune.report({**to_tune(metrics, eval_every), **({CHECKPOINT_URI: where} if where else {}),
+                         **at_best(metrics)}, checkpoint=ckpt)
     return report
 
 
 def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     """One Tune trial (`job` is the tuning.JobSpec)."""
-    from distgan.launch import drive
+    from distgan.launch import drive, fd_key
     from distgan.worker import WorkerSpec, fault_from_env
 
     cfg = RunConfig.from_dict(job.base).with_overrides(params)
@@ -192,12 +211,14 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
         settle_lineage(ctx, trial_id, came_from.run_name, log.run_id if log else None)
     meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
     train_dir = storage.join(ctx.experiment_dir, "train")
-    replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta)
+    objective = job.sweep().objective
+    at_best = AtBest(fd_key(cfg), objective.metric if objective else None)
+    replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta, at_best)
     spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env(),
                       arrays=ctx.arrays)
     try:
         drive(spec, storage.join(train_dir, came_from.run_name),
-              to_tune_report(cfg.train.eval_every, ctx.report_checkpoints), run_log=log)
+              to_tune_report(cfg.train.eval_every, ctx.report_checkpoints, at_best), run_log=log)
     except BaseException:
         if log is not None:
             log.end("FAILED")

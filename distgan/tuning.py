@@ -143,8 +143,12 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
         raise ConfigError(f"--trials {trials}: need at least 1 trial")
     spec = dataclasses.asdict(found.scheduler) if found.scheduler else dataclasses.asdict(sweep.SchedulerSpec())
     spec.update({k: v for k, v in scheduler.items() if v is not None})
-    if sweep.SchedulerSpec(**spec).validate("--").kind == "pb2":
+    kind = sweep.SchedulerSpec(**spec).validate("--").kind
+    if kind == "pb2":
         found.bounds()
+    if found.objective is not None and kind in sweep.POPULATION:
+        raise ConfigError(f"--scheduler {kind}: the space names two objectives, which need Optuna's search (asha, "
+                          "hyperband, median or none)")
     cluster.check_address()
     location = storage.check_writable(location or os.environ.get(STORAGE_ENV) or "outputs/tune", "--storage")
     name = name or f"{Path(space_path).stem}-{preset or 'config'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -263,7 +267,11 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
         from ray.tune.search.optuna import OptunaSearch
 
         console.quiet_loggers()  # optuna's first import set its own to INFO
-        searcher = OptunaSearch(space=functools.partial(found.sample, base=flat), metric=OBJECTIVE, mode="min",
+        two = found.objective
+        # two objectives: Optuna's TPE is multi-objective (MOTPE); the scheduler stops on the distance
+        searcher = OptunaSearch(space=functools.partial(found.sample, base=flat),
+                                metric=[OBJECTIVE, two.at_best] if two else OBJECTIVE,
+                                mode=["min", two.mode] if two else "min",
                                 sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
                                 points_to_evaluate=found.start or None, study_name=job.name,
                                 storage=study.journal(job.experiment_dir, job.name))
@@ -369,9 +377,10 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
 
     base = job.config
     key = fd_key(base)
-    rows = report.trial_rows(results, key, evals_budget(base), job.experiment_dir)
+    two = found.objective
+    rows = report.trial_rows(results, key, evals_budget(base), job.experiment_dir, two)
     keys = [p.key for p in found.params]
-    say(report.format_table(rows, key, keys))
+    say(report.format_table(rows, key, keys, two))
     for row in rows:
         if row["error_file"]:
             say(f"trial {row['trial_id']} failed: see {row['error_file']}")
@@ -382,14 +391,19 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
         out = Path(tmp)
         searched = study.load(job.experiment_dir, job.name) if job.schedule().kind not in sweep.POPULATION else None
         searched = searched or report.optuna_study(rows, {p.key: p.distribution() for p in found.params})
-        files = [report.write_csv(rows, out / "trials.csv", keys), report.plot_curves(rows, key, out / "fd_curves.png"),
+        files = [report.write_csv(rows, out / "trials.csv", keys, two), report.plot_curves(rows, key, out / "fd_curves.png"),
                  *report.plot_optuna(searched, out, say)]
         for f in files:
             storage.upload(f, storage.join(job.experiment_dir, f.name))
         spools = {r["trial_id"]: r["spools"] for r in rows}
-        tracking.close_job(c, exp_id, parent, rows, files, spools)
+        tracking.close_job(c, exp_id, parent, rows, files, spools, f"{key}:min,{two.metric}:{two.mode}" if two else "")
         trials = pd.read_csv(out / "trials.csv")
-    say(f"results: {job.experiment_dir} (trials.csv, fd_curves.png, param_importances.png)")
+    if two:
+        front = [r["trial_id"] for r in rows if r["pareto"]]
+        say(f"Pareto front of {key} (min) and {two.metric} (max): {', '.join(front)} (distgan promote --pick pareto)"
+            if two.mode == "max" else f"Pareto front of {key} (min) and {two.metric} (min): {', '.join(front)}")
+    say(f"results: {job.experiment_dir} (trials.csv, fd_curves.png, param_importances.png"
+        f"{', pareto_front.png' if two else ''})")
     best = rows[0] if rows else None
     return TuneResult(name=job.name, experiment_dir=job.experiment_dir, metric=key,
                       best=best["best"] if best else math.inf, best_trial_id=best["trial_id"] if best else "",

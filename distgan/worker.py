@@ -147,7 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
             raise DataError(f"{spec.stats}: the real statistics are missing or damaged")
         real = real.to(engine.device)
     evaluator = Evaluator(detector, real, cfg.eval.num_samples, cfg.eval.batch_size,
-                          registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device)
+                          registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device, engine.latent)
     batches = _fault_injector(batches_for(spec, engine), engine, spec.fault)
     # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
@@ -164,7 +164,8 @@ def train_loop_per_worker(config: dict) -> None:
             ckpt = None
             if engine.rank == 0:
                 path = checkpoint.save(Path(tmp) / "ckpt", engine.state_dict(), cfg, metrics, history)
-                sample_grid(engine.G_ema, cfg.model.arch, cfg.eval.grid_size, path / "samples.png", engine.device)
+                sample_grid(engine.G_ema, cfg.model.arch, cfg.eval.grid_size, path / "samples.png", engine.device,
+                            latent=engine.latent)
                 ckpt = ray.train.Checkpoint.from_directory(str(path))
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(step))
 

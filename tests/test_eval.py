@@ -45,8 +45,9 @@ def test_opt_in_metrics_run_only_at_their_period(mnist_dir):
     assert "precision_lenet500" in keys[3] and "kd_lenet500" not in keys[3]
     assert {"kd_lenet500", "precision_lenet500", "coverage_lenet500"} <= keys[6]
     assert {"kd_lenet500", "recall_lenet500"} <= set(evaluator(G))  # no index (promotion, fid): all of them
-    # the default: the distance and coverage, nothing quadratic
-    assert registry.parse(presets.mnist().eval.metrics) == {"fd": 1, "modes": 1}
+    # the default: the distance, coverage and the codes' control (nothing without codes), nothing quadratic
+    assert registry.parse(presets.mnist().eval.metrics) == {"fd": 1, "modes": 1, "control": 1}
+    assert not any(k.startswith("info_") for k in keys[1])
 
 
 def test_kid_and_prdc_equal_their_outside_references():

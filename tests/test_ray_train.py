@@ -129,7 +129,7 @@ def _family_loop(config):
         ray.train.report(report, checkpoint=ckpt)
 
 
-def test_resnet_and_stylegan2_train_under_ddp_like_one_process(ray_session, tmp_path):
+def test_resnet_stylegan2_and_infogan_train_under_ddp_like_one_process(ray_session, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     steps, b = 3, 8
     g = torch.Generator().manual_seed(0)
@@ -138,6 +138,9 @@ def test_resnet_and_stylegan2_train_under_ddp_like_one_process(ray_session, tmp_
     cfgs = {  # stylegan2: lazy R1, ADA with p moving (all ranks must agree on r_t);
               # resnet: self-attention, DiffAugment, LeCam's averages over the global batch
         "stylegan2": presets.get("mnist_stylegan2_smoke").with_overrides({"train.batch_size": b, "aug.target": 0.01}),
+        # InfoGAN codes: the Q head in D's main and lazy-R1 steps, the codes' draws rank-sliced
+        "infogan": presets.get("mnist_stylegan2_smoke").with_overrides(
+            {"train.batch_size": b, "model.style_mixing": 0.0, "model.codes": 2, "model.code_categories": 3}),
         "resnet": presets.get("mnist_resnet_smoke").with_overrides({"train.batch_size": b, "loss.lecam_weight": 0.3})}
     trainer = ray.train.torch.TorchTrainer(
         _family_loop, train_loop_config={"runs": {k: c.to_dict() for k, c in cfgs.items()}, "data": (x, y),
@@ -161,11 +164,12 @@ def test_resnet_and_stylegan2_train_under_ddp_like_one_process(ray_session, tmp_
     assert p > 0 and float(one["stylegan2"].aug_p) == p
     # No BatchNorm: the same numbers as one process with the global batch, except W's running
     # mean, a per-rank buffer (rank 0's is broadcast before an evaluation).
-    for net in ("G", "D"):
-        ref = one["stylegan2"].state_dict()[net]
-        for key, value in two["stylegan2"][net].items():
-            if key != "w_avg":
-                assert torch.allclose(value, ref[key], atol=1e-5), f"{net}.{key} {(value - ref[key]).abs().max()}"
+    for name in ("stylegan2", "infogan"):
+        for net in ("G", "D"):
+            ref = one[name].state_dict()[net]
+            for key, value in two[name][net].items():
+                if key != "w_avg":
+                    assert torch.allclose(value, ref[key], atol=1e-5), f"{name} {net}.{key} {(value - ref[key]).abs().max()}"
     # The ResNet G's BatchNorm normalizes over each rank's batch (SyncBatchNorm needs CUDA), so
     # D sees other fakes than one process does: agreement of the ranks is exact (above), and
     # D's closeness to the one-process D, below a loose bound, says the global batch was split right.

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from distgan.config import ConfigError
+from distgan.latent import Latent
 from distgan.model_registry import sample_latents, slerp
 from distgan.tracking import check_uri
 
@@ -19,25 +20,25 @@ def test_slerp_ends_at_both_latents_and_keeps_the_norm_of_gaussian_latents():
 
 
 def test_class_rows_one_label_and_interpolation_rows():
-    zy, per_row = sample_latents(z_dim=8, k=10, n=30, label=None, interpolate=None, steps=0, seed=0)
+    zy, per_row = sample_latents(Latent(8), k=10, n=30, label=None, interpolate=None, steps=0, seed=0)
     assert zy.shape == (30, 9) and per_row == 3
     assert zy[:, 8].tolist() == [float(c) for c in range(10) for _ in range(3)]
-    zy, _ = sample_latents(8, 10, 16, label=7, interpolate=None, steps=0, seed=0)
+    zy, _ = sample_latents(Latent(8), 10, 16, label=7, interpolate=None, steps=0, seed=0)
     assert (zy[:, 8] == 7).all() and zy.shape == (16, 9)
-    zy, per_row = sample_latents(8, 10, 0, label=None, interpolate=(1, 2), steps=5, seed=0)
+    zy, per_row = sample_latents(Latent(8), 10, 0, label=None, interpolate=(1, 2), steps=5, seed=0)
     assert zy.shape == (50, 9) and per_row == 5
     assert torch.equal(zy[:5, :8], zy[5:10, :8])  # every class row walks the same latents
-    zy, per_row = sample_latents(8, 0, 64, label=None, interpolate=None, steps=0, seed=0)
+    zy, per_row = sample_latents(Latent(8), 0, 64, label=None, interpolate=None, steps=0, seed=0)
     assert zy.shape == (64, 8) and per_row == 8  # unconditional: no label column
-    a, _ = sample_latents(8, 0, 4, None, None, 0, seed=3)
-    b, _ = sample_latents(8, 0, 4, None, None, 0, seed=3)
+    a, _ = sample_latents(Latent(8), 0, 4, None, None, 0, seed=3)
+    b, _ = sample_latents(Latent(8), 0, 4, None, None, 0, seed=3)
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("k, label, message", [(10, 10, "has 10 classes"), (0, 1, "not conditional")])
 def test_bad_label_is_named(k, label, message):
     with pytest.raises(ConfigError, match=message):
-        sample_latents(8, k, 4, label=label, interpolate=None, steps=0, seed=0)
+        sample_latents(Latent(8), k, 4, label=label, interpolate=None, steps=0, seed=0)
 
 
 def test_tracking_uri_must_be_a_server_or_sqlite():
@@ -53,7 +54,7 @@ def test_truncation_resamples_z_within_two_psi_and_psi_one_is_none():
     t = truncate_z(z, 0.5, seed=0)
     assert t.abs().max() <= 1.0 and torch.equal(t[z.abs() <= 1.0], z[z.abs() <= 1.0])
     assert torch.equal(truncate_z(z, 1.0, seed=0), z)
-    zy, _ = sample_latents(8, 0, 16, None, None, 0, seed=0, psi=0.25)
+    zy, _ = sample_latents(Latent(8), 0, 16, None, None, 0, seed=0, psi=0.25)
     assert zy.abs().max() <= 0.5
 
 

@@ -204,6 +204,9 @@ def test_a_job_whose_every_trial_fails_exits_1(ray_session, mlflow_server, tmp_p
     assert err[-1].startswith("distgan: failed: every one of the 1 trials failed")
 
 
+ONE = {"train.n_d": {"dist": "choice", "values": [1]}}
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"params": {"optim.lr_gg": {"dist": "loguniform", "low": 1e-4, "high": 1e-3}}}, "params.optim.lr_gg: unknown config key"),
     ({"params": {"optim.lr_g": {"dist": "uniform", "low": 1e-3, "high": 1e-4}}}, "low 0.001 must be below high 0.0001"),
@@ -220,10 +223,21 @@ def test_a_job_whose_every_trial_fails_exits_1(ray_session, mlflow_server, tmp_p
       "values": [1]}}}, "scheduler.quantile_fraction: 0.9 is invalid"),
     ({"scheduler": {"kind": "pbt", "synch": "yes"}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}},
      "scheduler.synch: 'yes' is invalid"),
+    # a second objective names what the runs compute, after the distance, with a direction
+    ({"objectives": {"info_rho": "max"}, "params": ONE}, "expected {fd: min} first"),
+    ({"objectives": {"fd": "min", "loss_g": "min"}, "params": ONE}, "objectives.loss_g: not a metric to trade"),
+    ({"objectives": {"fd": "min", "recall": "up"}, "params": ONE}, "objectives.recall: 'up' is invalid"),
+    ({"objectives": {"fd": "min", "info_rho": "max"}, "params": ONE}, "measure no codes (set model.codes"),
+    ({"objectives": {"fd": "min", "recall": "max"}, "params": ONE}, "add prdc to eval.metrics"),
+    ({"objectives": {"fd": "min", "classes_covered": "max", "modes_covered": "max"}, "params": ONE},
+     "at most one more"),
+    ({"objectives": {"fd": "min", "modes_covered": "max"}, "scheduler": "pb2", "params": ONE}, "pb2 does not use"),
+    ({"objectives": {"fd": "min", "classes_covered": "max"}, "scheduler": "pbt", "params": ONE},
+     "pbt does not use"),
 ])
 def test_bad_spaces_fail_before_ray_with_one_line(tmp_path, edit, message):
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump(edit))
+    p.write_text(yaml.safe_dump(edit, sort_keys=False))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sweep.load(p, presets.ring8())
 
@@ -256,6 +270,8 @@ def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anyth
 def test_shipped_spaces_validate_and_concurrency_follows_resources():
     for name, preset in (("dcgan-core", "mnist"), ("dcgan-wide", "mnist"), ("ring8", "ring8"), ("demo", "mnist")):
         assert sweep.load(f"tune_spaces/{name}.yaml", presets.get(preset)).params
+    coded = presets.mnist().with_overrides({"model.codes": 2})
+    assert sweep.load("tune_spaces/latent-control.yaml", coded).objective == sweep.Objective("info_rho", "max")
     # the demo's population of two decides synchronously (asynchronously, the first trial to reach an
     # interval finds no score of the other's to rank against, and is never checkpointed for exploiting)
     demo = sweep.load("tune_spaces/demo.yaml", presets.mnist())
@@ -322,3 +338,55 @@ def test_a_train_runs_autoscaler_request_is_withdrawn_once_the_run_is_over(monke
     assert gone == ["a", "b", "c"]
     w.done()  # the job's end: every run it saw, whatever happened to the callbacks
     assert sorted(gone[3:]) == ["a", "b", "c"]
+
+
+def test_a_second_objective_resolves_to_its_logged_name_and_the_front_is_by_domination():
+    from distgan.report import mark_pareto
+
+    p = Path("tune_spaces/ring8.yaml")
+    text = yaml.safe_dump({**yaml.safe_load(p.read_text()), "objectives": {"fd": "min", "recall": "max"}},
+                          sort_keys=False)
+    base = presets.ring8().with_overrides({"eval.metrics": ["fd", "prdc"]})
+    assert sweep.load(p, base, text=text).objective == sweep.Objective("recall_coords2k", "max")
+    rows = [{"best": fd, "second": r} for fd, r in [(10, 0.5), (12, 0.9), (11, 0.4), (9, 0.1), (math.inf, 1.0)]]
+    mark_pareto(rows, sweep.Objective("recall_coords2k", "max"))
+    assert [r["pareto"] for r in rows] == [True, True, False, True, False]  # (11, .4) is beaten by (10, .5)
+
+
+@pytest.mark.timeout(900)
+def test_two_objective_job_keeps_its_pareto_front_and_promote_picks_from_it(ray_session, mlflow_server, tmp_path):
+    from distgan import api
+
+    space = tmp_path / "two.yaml"
+    space.write_text(yaml.safe_dump({
+        "params": {"loss.info_weight": {"dist": "uniform", "low": 0.0, "high": 1.0},
+                   "optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 2e-3}},
+        "objectives": {"fd": "min", "info_rho": "max"},
+        "budget": {"trials": 3, "steps": 20, "eval_every": 10}, "scheduler": "asha"}, sort_keys=False))
+    args = ["tune", "--preset", "mnist_smoke", "--space", str(space), "--workers-per-trial", "1", "--storage",
+            str(tmp_path), "--name", "two", "--mlflow-uri", mlflow_server, "--experiment", "two-objectives",
+            "--set", "model.codes=2", "--set", "stop.saturation_evals=0"]
+    assert main(args) == 0
+    table = pd.read_csv(tmp_path / "two" / "trials.csv")
+    assert len(table) == 3 and table["info_rho_at_best"].between(0, 1).all() and table["pareto"].any()
+    points = list(zip(table["best"], table["info_rho_at_best"]))
+    for (fd, rho), on in zip(points, table["pareto"]):  # the front, by hand
+        assert on == (not any(f <= fd and r >= rho and (f < fd or r > rho) for f, r in points))
+    study = optuna.load_study(study_name="two", storage=JournalStorage(JournalFileBackend(
+        str(tmp_path / "two" / STUDY_FILE))))
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE, optuna.study.StudyDirection.MAXIMIZE]
+    told = sorted(tuple(t.values) for t in study.trials)
+    assert [v for t in told for v in t] == pytest.approx([v for p in sorted(points) for v in p])
+    runs, parent = _child_runs(mlflow_server, "two-objectives")
+    assert parent.data.tags[tracking.OBJECTIVES] == "fd_lenet500:min,info_rho:max"
+    front = set(table[table["pareto"]]["trial_id"])
+    assert set(parent.data.tags[tracking.PARETO].split(",")) == front
+    artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.png", "trials.csv"} <= artifacts
+    on_front = table[table["pareto"]]
+    near = on_front[on_front["best"] <= on_front["best"].min() * 1.1]
+    expected = near.sort_values(["info_rho_at_best", "best"], ascending=[False, True])["trial_id"].iloc[0]
+    picked = api.promote("two-objectives", mlflow_uri=mlflow_server, eval_n=500, pick="pareto")
+    assert picked.tags["trial_id"] == expected
+    with pytest.raises(ConfigError, match="--pick fastest"):
+        api.promote("two-objectives", mlflow_uri=mlflow_server, pick="fastest")

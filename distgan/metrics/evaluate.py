@@ -20,8 +20,10 @@ from distgan.config import RunConfig
 from distgan.data.prepare import mixture_modes
 from distgan.data.schema import DatasetInfo
 from distgan.distributed import all_gather_rows, broadcast_object
+from distgan.latent import Latent
 from distgan.metrics import detectors, registry
-from distgan.metrics.detectors import batched_features
+from distgan.metrics.control import Sweep
+from distgan.metrics.detectors import batched_features, exact_fp32
 from distgan.metrics.stats import RealStats, real_stats
 
 #: Distance reported for a generator whose samples are not finite: large and finite, because
@@ -33,11 +35,11 @@ EVAL_SEED = 12345
 REAL_SEED = 0
 
 
-def fixed_latents(n: int, z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Latents for evaluation; conditional models get balanced labels (i mod K)."""
-    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+def fixed_latents(n: int, latent: Latent | int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Latents for evaluation (a z width: no codes); conditional models get balanced labels (i mod K)."""
+    latent = Latent(latent) if isinstance(latent, int) else latent
     y = torch.arange(n) % num_classes if num_classes else None
-    return z, y
+    return latent.seeded(n, seed), y
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Evaluator:
     schedule: dict[str, int]
     mixture: tuple[np.ndarray, float] | None
     device: torch.device
+    latent: Latent | None = None
+    """G's latent layout (InfoGAN codes); None: z only, of G's z_dim."""
 
     @property
     def fd_key(self) -> str:
@@ -67,14 +71,15 @@ class Evaluator:
             real = real_stats(info.location, det, n, cache_dir if cache_dir is not None else (cfg.eval.cache_dir or None),
                               allow_repeat=info.num_rows < n, batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
         return cls(det, real.to(device), n, cfg.eval.batch_size, registry.parse(cfg.eval.metrics),
-                   mixture_modes(info.name), device)
+                   mixture_modes(info.name), device, Latent.of(cfg.model))
 
     def __call__(self, generator: torch.nn.Module, index: int | None = None, rank: int = 0, world_size: int = 1,
                  seed: int = EVAL_SEED, progress: bool = False) -> dict[str, float]:
         """The metrics due at evaluation number `index` (None: every registered one) of G_ema,
         plus `eval_s`, the seconds this took (generation, features, gather, metrics)."""
         t0 = time.perf_counter()
-        z, y = fixed_latents(self.n, generator.z_dim, generator.num_classes, seed)
+        latent = self.latent or Latent(generator.z_dim)
+        z, y = fixed_latents(self.n, latent, generator.num_classes, seed)
         share = slice(rank * self.n // world_size, (rank + 1) * self.n // world_size)
         was_training = generator.training
         generator.eval()
@@ -86,19 +91,30 @@ class Evaluator:
 
         feats, preds = batched_features(generate, z[share], y[share] if y is not None else None, self.detector,
                                         self.batch, progress)
-        generator.train(was_training)
         if world_size > 1:
             feats = all_gather_rows(feats)
             preds = all_gather_rows(preds) if preds is not None else None
         metrics = None
         if rank == 0:
-            metrics = self.metrics(feats, preds, index)
+            sweep = None
+            if latent.coded and self.detector.name != "coords":  # attributes of images, not points
+                sweep = Sweep(generate, latent, generator.num_classes,
+                              self.classify if self.detector.has_classes else None)
+            metrics = self.metrics(feats, preds, index, sweep)
+        generator.train(was_training)
         metrics = broadcast_object(metrics)
         return {**metrics, "eval_s": time.perf_counter() - t0}
 
-    def metrics(self, feats: torch.Tensor, preds: torch.Tensor | None, index: int | None = None) -> dict[str, float]:
+    def classify(self, images: torch.Tensor) -> torch.Tensor | None:
+        with exact_fp32(images.device):
+            _, logits = self.detector(images.float())
+        return logits.argmax(1) if logits is not None else None
+
+    def metrics(self, feats: torch.Tensor, preds: torch.Tensor | None, index: int | None = None,
+                sweep: Sweep | None = None) -> dict[str, float]:
         if not torch.isfinite(feats).all():
             return {self.fd_key: DIVERGED_FD, "diverged": 1.0}
-        inputs = registry.Inputs(feats, preds, self.real, self.detector.name, self.detector.has_classes, self.mixture)
+        inputs = registry.Inputs(feats, preds, self.real, self.detector.name, self.detector.has_classes, self.mixture,
+                                 sweep)
         return {**registry.compute(inputs, registry.due(self.schedule, index)), "diverged": 0.0}
 

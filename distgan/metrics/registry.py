@@ -6,7 +6,8 @@ to published numbers); in another network's features it is `fd_lenet2k`, `fd_coo
 so numbers that must never be compared never look alike. A run lists what it computes at
 each evaluation in `eval.metrics`: `fd` and `modes` are cheap and on by default; `kd` (KID)
 and `prdc` (precision, recall, density, coverage) cost O(N²) and are opt-in, every
-evaluation or every k-th one (`kd@5`).
+evaluation or every k-th one (`kd@5`). `control` (distgan.metrics.control) scores how
+well InfoGAN codes steer visible attributes: on by default, empty for a model without codes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from distgan.metrics.control import Sweep, controllability
 from distgan.metrics.frechet import feature_stats, frechet_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.modes import class_coverage, mixture_coverage
@@ -26,7 +28,7 @@ from distgan.metrics.stats import RealStats
 
 #: Short names of the feature spaces in metric names; inception's is implied by `fid`/`kid`.
 FEATURE_SPACE = {"lenet-mnist": "lenet", "coords": "coords"}
-DEFAULT = ("fd", "modes")
+DEFAULT = ("fd", "modes", "control")
 #: What a Fréchet distance of the original (pre-registry) runs was named: fid2k whatever the features.
 LEGACY = re.compile(r"^(fid|kid)(\d+k?)(_std)?$")
 
@@ -61,6 +63,8 @@ class Inputs:
     detector: str
     has_classes: bool
     mixture: tuple[np.ndarray, float] | None
+    sweep: Sweep | None = None
+    """G to render code sweeps with (image models with InfoGAN codes only)."""
 
 
 def _fd(i: Inputs) -> dict[str, float]:
@@ -88,7 +92,12 @@ def _modes(i: Inputs) -> dict[str, float]:
     return out
 
 
-METRICS: dict[str, Callable[[Inputs], dict[str, float]]] = {"fd": _fd, "kd": _kd, "prdc": _prdc, "modes": _modes}
+def _control(i: Inputs) -> dict[str, float]:
+    return controllability(i.sweep) if i.sweep is not None else {}
+
+
+METRICS: dict[str, Callable[[Inputs], dict[str, float]]] = {"fd": _fd, "kd": _kd, "prdc": _prdc, "modes": _modes,
+                                                             "control": _control}
 
 
 def parse(entries: tuple[str, ...] | list[str]) -> dict[str, int]:

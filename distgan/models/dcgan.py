@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distgan.models.layers import CondBatchNorm2d, plan
+from distgan.models.layers import CondBatchNorm2d, QHead, plan
 
 
 class Generator(nn.Module):
@@ -66,7 +66,8 @@ class CBNGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, resolution: int, channels: int, width: int, num_classes: int = 0, input_gain: float = 1.0):
+    def __init__(self, resolution: int, channels: int, width: int, num_classes: int = 0, input_gain: float = 1.0,
+                 q_width: int = 0):
         super().__init__()
         self.input_gain = input_gain
         start, downs = plan(resolution)
@@ -79,10 +80,12 @@ class Discriminator(nn.Module):
         # the projection term uses globally pooled features, as in Miyato & Koyama.
         self.linear = nn.Linear(ch_in * start * start, 1)
         self.embed = nn.Embedding(num_classes, ch_in) if num_classes else None
+        self.q = QHead(ch_in * start * start, q_width) if q_width else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
+        """The logits; with `codes`, (logits, the Q head's guess of the latent codes)."""
         h = self.features(x * self.input_gain)
         out = self.linear(h.flatten(1)).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(y) * h.sum(dim=(2, 3))).sum(1)
-        return out
+        return (out, self.q(h.flatten(1))) if codes else out

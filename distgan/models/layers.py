@@ -48,3 +48,15 @@ class SelfAttention(nn.Module):
         q, k, v = self.query(x).flatten(2), self.key(x).flatten(2), self.value(x).flatten(2)
         attn = torch.softmax(q.transpose(1, 2) @ k, dim=-1)  # (b, hw, hw)
         return x + self.gamma * (v @ attn.transpose(1, 2)).view(b, c, h, w)
+
+
+class QHead(nn.Module):
+    """InfoGAN's Q: from D's trunk features, its guess of the latent codes (distgan.latent).
+    Not spectrally normalized: it is not part of D's critic, and its guesses need range."""
+
+    def __init__(self, features: int, out: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(features, hidden), nn.LeakyReLU(0.2, True), nn.Linear(hidden, out))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distgan.models.layers import QHead
+
 
 class MLPGenerator(nn.Module):
     def __init__(self, dim: int, z_dim: int, width: int):
@@ -18,12 +20,16 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, dim: int, width: int, input_gain: float = 1.0):
+    def __init__(self, dim: int, width: int, input_gain: float = 1.0, q_width: int = 0):
         super().__init__()
         self.input_gain = input_gain
         self.net = nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2, True), nn.Linear(width, width),
                                  nn.LeakyReLU(0.2, True), nn.Linear(width, width), nn.LeakyReLU(0.2, True),
                                  nn.Linear(width, 1))
+        self.q = QHead(width, q_width) if q_width else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x * self.input_gain).squeeze(1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
+        """The logits; with `codes`, (logits, the Q head's guess of the latent codes)."""
+        h = self.net[:-1](x * self.input_gain)
+        out = self.net[-1](h).squeeze(1)
+        return (out, self.q(h)) if codes else out

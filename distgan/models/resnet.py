@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.models.layers import CondBatchNorm2d, SelfAttention, plan
+from distgan.models.layers import CondBatchNorm2d, QHead, SelfAttention, plan
 
 
 class GBlock(nn.Module):
@@ -78,7 +78,7 @@ class DBlock(nn.Module):
 
 class ResNetDiscriminator(nn.Module):
     def __init__(self, resolution: int, channels: int, width: int, num_classes: int = 0, input_gain: float = 1.0,
-                 attention: bool = False):
+                 attention: bool = False, q_width: int = 0):
         super().__init__()
         self.input_gain = input_gain
         _, downs = plan(resolution)
@@ -92,10 +92,12 @@ class ResNetDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.linear = nn.Linear(ch_in, 1)
         self.embed = nn.Embedding(num_classes, ch_in) if num_classes else None
+        self.q = QHead(ch_in, q_width) if q_width else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, codes: bool = False):
+        """The logits; with `codes`, (logits, the Q head's guess of the latent codes)."""
         h = F.relu(self.blocks(x * self.input_gain)).sum(dim=(2, 3))
         out = self.linear(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(1)
-        return out
+        return (out, self.q(h)) if codes else out
