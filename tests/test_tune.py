@@ -388,5 +388,14 @@ def test_two_objective_job_keeps_its_pareto_front_and_promote_picks_from_it(ray_
     expected = near.sort_values(["info_rho_at_best", "best"], ascending=[False, True])["trial_id"].iloc[0]
     picked = api.promote("two-objectives", mlflow_uri=mlflow_server, eval_n=500, pick="pareto")
     assert picked.tags["trial_id"] == expected
+    # the registered coded generator sweeps a code: one row per class, --steps columns
+    from PIL import Image
+
+    grid = api.sample(str(tmp_path / "vary.png"), model=picked.model_uri, vary="c2", steps=5, mlflow_uri=mlflow_server)
+    assert Image.open(grid).size == (5 * 30 + 2, 10 * 30 + 2)
+    with pytest.raises(ConfigError, match="--vary c3: the model has codes c1..c2"):
+        api.sample(str(tmp_path / "c3.png"), model=picked.model_uri, vary="c3", mlflow_uri=mlflow_server)
+    with pytest.raises(ConfigError, match="--vary slant: expected"):
+        api.sample(str(tmp_path / "bad.png"), model=picked.model_uri, vary="slant", mlflow_uri=mlflow_server)
     with pytest.raises(ConfigError, match="--pick fastest"):
         api.promote("two-objectives", mlflow_uri=mlflow_server, pick="fastest")
