@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-Draw = Callable[..., torch.Tensor]  # draw(n, *shape): uniform [0, 1) numbers, the engine's stream
+Draw = Callable[..., torch.Tensor]  # draw(n, *shape): numbers from the engine's stream (here uniform in [0, 1))
 #: Translation moves an image by up to this fraction of its side; cutout blanks a square of
 #: this fraction (DiffAugment's defaults).
 TRANSLATION, CUTOUT = 0.125, 0.5

@@ -11,15 +11,13 @@ and the exported model: [z | continuous codes | one-hot category].
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from distgan.augment import Draw
 from distgan.config import ConfigError
-
-Draw = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,18 @@ from typing import Any
 
 import yaml
 
-from distgan.config import ConfigError, RunConfig
+from distgan.config import FIXED_ON_RESUME, ConfigError, RunConfig
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+#: Model keys that change no tensor of the state: an exploit may move them.
+KEEP_TENSORS = ("model.d_input_gain", "model.style_mixing")
+
+
+def lineage_fixed(key: str) -> bool:
+    """A key a PBT/PB2 exploit may not change: it shapes the model's tensors (`sn_d` adds a
+    parametrization, a width resizes) or what its numbers mean, so the donor's state would
+    not fit. Drawn once per trial, then inherited with the donor's state."""
+    return key.startswith(FIXED_ON_RESUME) and key not in KEEP_TENSORS
 SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
 POPULATION = ("pbt", "pb2")  # schedulers that move state between trials (Tune checkpoints)
 #: What a second objective may be, and what the run must compute for it (its stem; the
@@ -163,12 +172,21 @@ class Sweep:
                 out[p.key] = p.suggest(trial)
         return out
 
+    def mutations(self) -> dict[str, Any]:
+        """What PBT may perturb on exploit: every key but the lineage-fixed ones."""
+        found = {p.key: (p.values if p.dist == "choice" else p.tune_domain()) for p in self.params
+                 if not lineage_fixed(p.key)}
+        if not found:
+            raise ConfigError(f"space {Path(self.path).name}: pbt has nothing to explore (every key shapes the model "
+                              "and is fixed per lineage)")
+        return found
+
     def param(self, key: str) -> Param:
         return next(p for p in self.params if p.key == key)
 
     def bounds(self) -> dict[str, list[float]]:
         """PB2's search box: it models only continuous keys (the choices come from the donor)."""
-        found = {p.key: [p.low, p.high] for p in self.params if p.continuous}
+        found = {p.key: [p.low, p.high] for p in self.params if p.continuous and not lineage_fixed(p.key)}
         if not found:
             raise ConfigError(f"space {Path(self.path).name}: pb2 needs at least one continuous parameter "
                               "(loguniform or uniform); for a space of choices pass --scheduler asha")

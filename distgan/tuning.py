@@ -146,6 +146,8 @@ def new_job(base: RunConfig, space_path: str, trials: int | None, location: str 
     kind = sweep.SchedulerSpec(**spec).validate("--").kind
     if kind == "pb2":
         found.bounds()
+    if kind == "pbt":
+        found.mutations()
     if found.objective is not None and kind in sweep.POPULATION:
         raise ConfigError(f"--scheduler {kind}: the space names two objectives, which need Optuna's search (asha, "
                           "hyperband, median or none)")
@@ -230,11 +232,11 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
     if s.kind == "median":
         return MedianStoppingRule(time_attr=EVALS, grace_period=s.grace_period)
     if s.kind == "pbt":
-        mutations = {p.key: (p.values if p.dist == "choice" else p.tune_domain()) for p in found.params}
         from distgan.population import ResumablePBT
 
+        # keys that shape the model are drawn once and inherited with the donor's state
         return ResumablePBT(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
-                            hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
+                            hyperparam_mutations=found.mutations(), quantile_fraction=s.quantile_fraction,
                             resample_probability=s.resample_probability, synch=s.synch,
                             custom_explore_fn=_explore_within(found.params))
     if s.kind == "pb2":

@@ -11,7 +11,7 @@ from distgan.config import ConfigError, ModelConfig
 from distgan.engine import GANEngine
 from distgan.latent import Latent, vary_latents
 from distgan.metrics.control import (
-    Sweep,
+    CodedGenerator,
     attributes,
     controllability,
     matched_accuracy,
@@ -122,7 +122,7 @@ def _render(shuffle: bool):
             c = c[torch.randperm(len(c), generator=g)]
         return torch.stack([_bar(2 + 3 * (a + 1), 0.3 * b) for a, b in c.tolist()])
 
-    return Sweep(render, lat, 0)
+    return CodedGenerator(render, lat, 0)
 
 
 def test_controllability_finds_width_and_slant_and_nothing_when_shuffled():

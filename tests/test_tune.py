@@ -399,3 +399,21 @@ def test_two_objective_job_keeps_its_pareto_front_and_promote_picks_from_it(ray_
         api.sample(str(tmp_path / "bad.png"), model=picked.model_uri, vary="slant", mlflow_uri=mlflow_server)
     with pytest.raises(ConfigError, match="--pick fastest"):
         api.promote("two-objectives", mlflow_uri=mlflow_server, pick="fastest")
+
+
+def test_pbt_never_moves_a_key_that_shapes_the_model_so_a_donors_state_always_fits(tmp_path):
+    from ray.tune.schedulers.pbt import _explore
+
+    core = sweep.load("tune_spaces/dcgan-core.yaml", presets.mnist())
+    pbt = build_scheduler(sweep.SchedulerSpec(kind="pbt", resample_probability=1.0), core, 8)
+    assert {"model.sn_d", "model.sn_g"} & set(pbt._hyperparam_mutations) == set()
+    assert {"optim.lr_g", "optim.lr_d"} <= set(pbt._hyperparam_mutations)
+    donor = {"optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "train.n_d": 1, "model.sn_d": False, "model.sn_g": True}
+    for _ in range(20):  # every key resampled where allowed: the model's shape is the donor's
+        new, _ = _explore(donor, pbt._hyperparam_mutations, 1.0, (1.2, 0.8), pbt._custom_explore_fn)
+        assert (new["model.sn_d"], new["model.sn_g"]) == (False, True)
+    assert set(core.bounds()) == {"optim.lr_g", "optim.lr_d"}
+    only = tmp_path / "only.yaml"
+    only.write_text(yaml.safe_dump({"params": {"model.sn_d": {"dist": "choice", "values": [True, False]}}}))
+    with pytest.raises(ConfigError, match="only.yaml: pbt has nothing to explore"):
+        sweep.load(only, presets.mnist()).mutations()

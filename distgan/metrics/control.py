@@ -82,7 +82,7 @@ def matched_accuracy(codes: torch.Tensor, classes: torch.Tensor) -> float:
 
 
 @dataclass
-class Sweep:
+class CodedGenerator:
     """What the metric needs of one evaluation: G as a function of (latent rows, labels)."""
     render: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     latent: Latent
@@ -92,7 +92,7 @@ class Sweep:
     """Predicted classes of images (the detector's), for a categorical code's accuracy."""
 
 
-def controllability(s: Sweep, rows: int = ROWS, steps: int = STEPS, seed: int = SWEEP_SEED) -> dict[str, float]:
+def controllability(s: CodedGenerator, rows: int = ROWS, steps: int = STEPS, seed: int = SWEEP_SEED) -> dict[str, float]:
     lat = s.latent
     z = lat.seeded(rows, seed)[:, :lat.noise]
     y = torch.arange(rows) % s.num_classes if s.num_classes else None

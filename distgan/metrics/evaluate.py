@@ -22,7 +22,7 @@ from distgan.data.schema import DatasetInfo
 from distgan.distributed import all_gather_rows, broadcast_object
 from distgan.latent import Latent
 from distgan.metrics import detectors, registry
-from distgan.metrics.control import Sweep
+from distgan.metrics.control import CodedGenerator
 from distgan.metrics.detectors import batched_features, exact_fp32
 from distgan.metrics.stats import RealStats, real_stats
 
@@ -96,11 +96,11 @@ class Evaluator:
             preds = all_gather_rows(preds) if preds is not None else None
         metrics = None
         if rank == 0:
-            sweep = None
+            coded = None
             if latent.coded and self.detector.name != "coords":  # attributes of images, not points
-                sweep = Sweep(generate, latent, generator.num_classes,
+                coded = CodedGenerator(generate, latent, generator.num_classes,
                               self.classify if self.detector.has_classes else None)
-            metrics = self.metrics(feats, preds, index, sweep)
+            metrics = self.metrics(feats, preds, index, coded)
         generator.train(was_training)
         metrics = broadcast_object(metrics)
         return {**metrics, "eval_s": time.perf_counter() - t0}
@@ -111,10 +111,10 @@ class Evaluator:
         return logits.argmax(1) if logits is not None else None
 
     def metrics(self, feats: torch.Tensor, preds: torch.Tensor | None, index: int | None = None,
-                sweep: Sweep | None = None) -> dict[str, float]:
+                coded: CodedGenerator | None = None) -> dict[str, float]:
         if not torch.isfinite(feats).all():
             return {self.fd_key: DIVERGED_FD, "diverged": 1.0}
         inputs = registry.Inputs(feats, preds, self.real, self.detector.name, self.detector.has_classes, self.mixture,
-                                 sweep)
+                                 coded)
         return {**registry.compute(inputs, registry.due(self.schedule, index)), "diverged": 0.0}
 

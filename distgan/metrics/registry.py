@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distgan.metrics.control import Sweep, controllability
+from distgan.metrics.control import CodedGenerator, controllability
 from distgan.metrics.frechet import feature_stats, frechet_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.modes import class_coverage, mixture_coverage
@@ -63,7 +63,7 @@ class Inputs:
     detector: str
     has_classes: bool
     mixture: tuple[np.ndarray, float] | None
-    sweep: Sweep | None = None
+    coded: CodedGenerator | None = None
     """G to render code sweeps with (image models with InfoGAN codes only)."""
 
 
@@ -93,7 +93,7 @@ def _modes(i: Inputs) -> dict[str, float]:
 
 
 def _control(i: Inputs) -> dict[str, float]:
-    return controllability(i.sweep) if i.sweep is not None else {}
+    return controllability(i.coded) if i.coded is not None else {}
 
 
 METRICS: dict[str, Callable[[Inputs], dict[str, float]]] = {"fd": _fd, "kd": _kd, "prdc": _prdc, "modes": _modes,
