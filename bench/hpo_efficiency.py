@@ -37,6 +37,7 @@ from distgan.config import RunConfig
 from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.engine import GANEngine
+from distgan.launch import fd_key
 from distgan.loop import evals_at, train
 from distgan.metrics.evaluate import Evaluator
 from distgan.trial import EVALS
@@ -123,8 +124,10 @@ def run(method: str, problem: str, seed: int, tmp: str) -> dict:
     else:
         param_space = {p.key: p.tune_domain() for p in found.params}
         spec = sweep.SchedulerSpec(kind=method if population else "none", perturbation_interval=1)
+        if population:  # PBT/PB2 rank on the current distance, their own metric (Tune refuses a second)
+            del tune_config["metric"], tune_config["mode"]
         tune_config.update(num_samples=trials, search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed),
-                           scheduler=build_scheduler(spec, found, per_trial))
+                           scheduler=build_scheduler(spec, found, per_trial, fd_key(base)))
     keep = ray.tune.CheckpointConfig(num_to_keep=5) if population else None
     t0 = time.perf_counter()
     results = ray.tune.Tuner(trainable, param_space=param_space, tune_config=ray.tune.TuneConfig(**tune_config),

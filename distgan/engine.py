@@ -189,7 +189,7 @@ class GANEngine:
         real_logits, fake_logits = logits[:b], logits[b:2 * b]
         terms, at = {}, 2 * b
         if q is not None:  # Q learns to read the codes back from the fakes they made
-            terms["info_d"] = self.cfg.loss.info_weight * self.latent.info_nll(q[b:2 * b], z)
+            terms["info_d"] = self._info_loss(q[b:2 * b], z)
         for reg, extra in zip(self.d_main, extras):
             extra_logits = None
             if extra is not None:
@@ -197,6 +197,10 @@ class GANEngine:
             terms[reg.name] = reg.term(real_logits=real_logits, fake_logits=fake_logits, extra=extra,
                                        extra_logits=extra_logits)
         return self.loss.d_loss(real_logits, fake_logits), real_logits.detach(), fake_logits.detach(), terms
+
+    def _info_loss(self, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        lo = self.cfg.loss
+        return self.latent.info_nll(q, z, lo.info_weight, lo.info_category_weight)
 
     def _judge(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D's logits (fp32) and, with InfoGAN codes, its Q head's guesses of them (fp32)."""
@@ -242,8 +246,7 @@ class GANEngine:
         loss = self.loss.g_loss(logits)
         if q is None:
             return loss, None
-        nll = self.latent.info_nll(q, z)
-        return loss + self.cfg.loss.info_weight * nll, nll
+        return loss + self._info_loss(q, z), self.latent.info_nll(q.detach(), z)
 
     def _g_update(self, b: int, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
         D = unwrap(self.D)

@@ -73,14 +73,17 @@ class Latent:
         k = latent[:, self.noise + self.codes:].argmax(1) if self.categories else None
         return z, c, k
 
-    def info_nll(self, q: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def info_nll(self, q: torch.Tensor, latent: torch.Tensor, code_weight: float = 1.0,
+                 category_weight: float = 1.0) -> torch.Tensor:
         """The Q head's negative log-likelihood of the codes that made the images: Gaussian
-        NLL summed over continuous codes plus the category's cross-entropy, mean over rows."""
+        NLL summed over continuous codes plus the category's cross-entropy, mean over rows;
+        each part weighted (InfoGAN weighs the category by 1, continuous codes less)."""
         _, c, k = self.split(latent)
         mean, log_std = q[:, :self.codes], q[:, self.codes:2 * self.codes].clamp(-5, 5)
         nll = (log_std + 0.5 * ((c - mean) / log_std.exp()) ** 2 + 0.5 * math.log(2 * math.pi)).sum(1).mean()
+        nll = code_weight * nll
         if self.categories:
-            nll = nll + F.cross_entropy(q[:, 2 * self.codes:], k)
+            nll = nll + category_weight * F.cross_entropy(q[:, 2 * self.codes:], k)
         return nll
 
     def join(self, z: torch.Tensor, c: torch.Tensor | None = None, k: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,16 +19,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from distgan import storage  # noqa: E402
+from distgan.checkpoint import CONFIG  # noqa: E402
 from distgan.sweep import Objective  # noqa: E402
 from distgan.trial import CHECKPOINT_URI, EVALS  # noqa: E402
 
 
 def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
                objective: Objective | None = None) -> list[dict[str, Any]]:
-    """One row per trial: parameters, best distance (at any evaluation), evaluations, stop
-    reason, the best checkpoint's URI, and where its runs spooled what MLflow missed; with a
-    second objective, its value at the best checkpoint and whether the trial is on the
-    Pareto front."""
+    """One row per trial: the parameters that made its best checkpoint, best distance (at any
+    evaluation), evaluations, stop reason, the best checkpoint's URI, and where its runs
+    spooled what MLflow missed; with a second objective, its value at the best checkpoint
+    and whether the trial is on the Pareto front."""
     rows = []
     for r in results:
         df = r.metrics_dataframe
@@ -51,7 +53,7 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
             "evals": evals, "stop_reason": reason,
             "checkpoint": str(best.get(CHECKPOINT_URI, "") or "") if best is not None else "",
             "error_file": storage.join(r.path, "error.txt") if r.error is not None else "",
-            "params": dict(r.config),
+            "params": made_by(best.get(CHECKPOINT_URI) if best is not None else None, dict(r.config)),
             "curve": df[["step", fd_key]].values.tolist() if has else [],
             "spools": [storage.join(experiment_dir, "train", run, "mlflow_spool") for run in runs] if experiment_dir else [],
         })
@@ -71,6 +73,20 @@ def mark_pareto(rows: list[dict], objective: Objective) -> None:
             objective.dominates((o["best"], o["second"]), (r["best"], r["second"])) for o in scored)
 
 
+def made_by(where: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """The searched values of the config that made the checkpoint at `where` (under PBT, the
+    trial's last config may have come after its best); `params` where it cannot be read."""
+    if not where or not isinstance(where, str):
+        return params
+    try:
+        saved = json.loads(storage.read_text(storage.join(where, CONFIG)))
+    except (OSError, ValueError):
+        return params
+    flat = {f"{section}.{k}": v for section, values in saved.items() if isinstance(values, dict)
+            for k, v in values.items()}
+    return {k: flat.get(k, v) for k, v in params.items()}
+
+
 def trial_of(result, df) -> str:
     """The trial's id: Tune's own column in its results (after a PBT exploit its `metrics`
     are the donor's last result), else from its directory name."""
@@ -78,6 +94,12 @@ def trial_of(result, df) -> str:
         return str(df["trial_id"].iloc[0])
     m = re.match(r"trial_driver_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_", Path(result.path).name)
     return m.group(1) if m else Path(result.path).name
+
+
+def trial_index(trial_id: str) -> int | None:
+    """Tune's index of a trial ('3f2a1_00003' -> 3): the order the search generated it in."""
+    m = re.search(r"_(\d{5})$", trial_id)
+    return int(m.group(1)) if m else None
 
 
 def format_table(rows: list[dict], fd_key: str, param_keys: list[str], objective: Objective | None = None) -> str:

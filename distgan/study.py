@@ -9,6 +9,7 @@ and `--resume` on another machine continues the same study.
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,49 @@ def load(experiment_dir: str, name: str):
     if not Path(location(experiment_dir, name)).is_file():
         return None
     return optuna.load_study(study_name=name, storage=journal(experiment_dir, name))
+
+
+def sampler(seed: int, trials: int):
+    """Optuna's seeded TPE; its first trials (the start points, then up to 4 random draws) explore."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, trials))
+
+
+def population(experiment_dir: str, name: str, found, base: dict, seed: int, trials: int) -> list[dict]:
+    """The starting population of a PBT/PB2 job, asked of the job's study (the space's start
+    points first, enqueued), every searched key present (a condition that does not hold
+    leaves the base config's value, which PBT's explore needs to see)."""
+    import optuna
+
+    from distgan import console
+
+    console.quiet_loggers()  # optuna's first import set its own to INFO
+    study = optuna.create_study(study_name=name, storage=journal(experiment_dir, name), sampler=sampler(seed, trials),
+                                direction="minimize", load_if_exists=True)
+    for point in found.start:
+        study.enqueue_trial(point)
+    keys = [p.key for p in found.params]
+    return [{**{k: base[k] for k in keys}, **found.sample(study.ask(), base)} for _ in range(trials)]
+
+
+def tell(experiment_dir: str, name: str, outcomes: dict[int, float]) -> int:
+    """A population's outcomes, by trial number (Tune's trial index: the population's order):
+    its best distance, or failed. A trial told before (a resumed job's) is left as it is.
+    Returns how many were told."""
+    import optuna
+
+    study = load(experiment_dir, name)
+    if study is None:
+        return 0
+    told = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number in outcomes:
+            value = outcomes[t.number]
+            ok = math.isfinite(value)
+            study.tell(t.number, value if ok else None, state=None if ok else optuna.trial.TrialState.FAIL)
+            told += 1
+    return told
 
 
 def fetch(experiment_dir: str, name: str, resume: bool) -> None:

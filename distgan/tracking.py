@@ -38,7 +38,7 @@ PARENT = "mlflow.parentRunId"
 KIND, JOB, TRIAL, RUN_DIR = "distgan.kind", "distgan.job", "distgan.trial_id", "distgan.run_dir"
 STOP_REASON, BEST_CHECKPOINT, BEST_TRIAL, DATA_DIR = "stop_reason", "best_checkpoint", "best_trial_id", "data_dir"
 DISTANCE, LINEAGE, STUDY = "distance_metric", "lineage", "optuna_study"
-OBJECTIVES, PARETO = "objectives", "pareto"  # a two-objective job's "fd_lenet2k:min,info_rho:max" and front
+OBJECTIVES, PARETO, BEST_PARAMS = "objectives", "pareto", "best_params"  # a two-objective job's "fd_lenet2k:min,info_rho:max" and front
 TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as run tags
 # metrics
 BEST = "fd_best"  # a trial's (and a job's) lowest Fréchet distance, the objective
@@ -395,6 +395,8 @@ def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files:
         c.set_tag(run_id, STOP_REASON, row["stop_reason"])
         if row["checkpoint"]:
             c.set_tag(run_id, BEST_CHECKPOINT, row["checkpoint"])
+            # the searched values that made it (a PBT trial's params are those it started with)
+            c.set_tag(run_id, BEST_PARAMS, json.dumps(row["params"], sort_keys=True, default=str)[:5000])
         if math.isfinite(row["best"]):
             c.log_metric(run_id, BEST, row["best"], step=row["best_step"])
         if second:

@@ -1,5 +1,7 @@
-"""`distgan tune` (and `distgan.tune()`): Ray Tune + Optuna (or population-based training)
-over a sweep file, the Fréchet distance of the run's evaluation protocol as the objective.
+"""`distgan tune` (and `distgan.tune()`): Ray Tune + Optuna over a sweep file, the Fréchet
+distance of the run's evaluation protocol as the objective. Every job has an Optuna study:
+it is the searcher (ASHA and the others), or it samples a PBT/PB2 population at the start
+and is told each trial's best at the end.
 
 Each Tune trial is a driver (distgan.trial) that fits a TorchTrainer, so Tune sees every
 evaluation. The objective is `fd_best`, the trial's lowest distance so far: scheduler-stopped
@@ -123,7 +125,7 @@ class TuneResult:
     trials: Any
     """pandas.DataFrame: one row per trial (trials.csv)."""
     study: str
-    """The Optuna study (a journal file) when a searcher drove the job."""
+    """The job's Optuna study (a journal file): the searcher's, or the population's (PBT, PB2)."""
     rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
@@ -220,7 +222,10 @@ def _explore_within(params: list[sweep.Param]):
     return explore
 
 
-def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
+def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int, distance: str):
+    """The job's scheduler. PBT and PB2 rank trials on `distance`, the current evaluation's
+    (what the checkpoint an exploit copies holds), not on fd_best: a trial that peaked and
+    decayed would keep its rank and hand out its worse state."""
     if s.kind == "asha":
         return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, grace_period=s.grace_period,
                                        reduction_factor=s.reduction_factor)
@@ -235,14 +240,14 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int):
         from distgan.population import ResumablePBT
 
         # keys that shape the model are drawn once and inherited with the donor's state
-        return ResumablePBT(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
+        return ResumablePBT(time_attr=EVALS, metric=distance, mode="min", perturbation_interval=s.perturbation_interval,
                             hyperparam_mutations=found.mutations(), quantile_fraction=s.quantile_fraction,
                             resample_probability=s.resample_probability, synch=s.synch,
                             custom_explore_fn=_explore_within(found.params))
     if s.kind == "pb2":
         from distgan.population import ResumablePB2  # imports scikit-learn: only when asked for
 
-        return ResumablePB2(time_attr=EVALS, perturbation_interval=s.perturbation_interval,
+        return ResumablePB2(time_attr=EVALS, metric=distance, mode="min", perturbation_interval=s.perturbation_interval,
                             hyperparam_bounds=found.bounds(), quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 
@@ -260,12 +265,14 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
                                       storage_filesystem=fs if remote else None)
     flat = base.flat()
     param_space = None
-    if s.kind in sweep.POPULATION:  # PBT and PB2 take no search algorithm: the population is sampled
+    if s.kind in sweep.POPULATION:
+        # PBT and PB2 take no search algorithm: the job's Optuna study samples the population
+        # (ask), and is told each trial's best at the end (tell)
         param_space = {p.key: p.tune_domain() for p in found.params}
-        search = BasicVariantGenerator(points_to_evaluate=found.start or None, random_state=job.seed,
+        points = study.population(job.experiment_dir, job.name, found, flat, job.seed, job.trials)
+        search = BasicVariantGenerator(points_to_evaluate=points, random_state=job.seed,
                                        max_concurrent=job.max_concurrent)
     else:
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         console.quiet_loggers()  # optuna's first import set its own to INFO
@@ -274,7 +281,7 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
         searcher = OptunaSearch(space=functools.partial(found.sample, base=flat),
                                 metric=[OBJECTIVE, two.at_best] if two else OBJECTIVE,
                                 mode=["min", two.mode] if two else "min",
-                                sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=min(4, job.trials)),
+                                sampler=study.sampler(job.seed, job.trials),
                                 points_to_evaluate=found.start or None, study_name=job.name,
                                 storage=study.journal(job.experiment_dir, job.name))
         search = ConcurrencyLimiter(searcher, job.max_concurrent)
@@ -283,8 +290,10 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
     keep = ray.tune.CheckpointConfig(num_to_keep=5) if s.kind in sweep.POPULATION else None
     return ray.tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=job.trials, search_alg=search,
-                                        scheduler=build_scheduler(s, found, evals_budget(base))),
+        # a population scheduler names its own metric (the current distance); Tune refuses a second
+        tune_config=ray.tune.TuneConfig(**({} if s.kind in sweep.POPULATION else {"metric": OBJECTIVE, "mode": "min"}),
+                                        num_samples=job.trials, search_alg=search,
+                                        scheduler=build_scheduler(s, found, evals_budget(base), fd_key(base))),
         run_config=ray.tune.RunConfig(name=job.name, storage_path=path if remote else job.storage,
                                       storage_filesystem=fs if remote else None, stop=StopReasonStopper(evals_budget(base)),
                                       failure_config=ray.tune.FailureConfig(max_failures=0), checkpoint_config=keep,
@@ -325,13 +334,11 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
                                job.schedule().kind in sweep.POPULATION, tuple(p.key for p in found.params),
                                arrays=arrays)
-            callbacks = [table, requests]
-            if job.schedule().kind not in sweep.POPULATION:
-                where = storage.join(job.experiment_dir, study.STUDY_FILE)
-                c.set_tag(parent, tracking.STUDY, where)
-                say(f"Optuna study: {where} (optuna-dashboard {study.location(job.experiment_dir, job.name)})")
-                callbacks.append(study.Sync(job.experiment_dir, job.name))
-                study.fetch(job.experiment_dir, job.name, resume)
+            where = storage.join(job.experiment_dir, study.STUDY_FILE)
+            c.set_tag(parent, tracking.STUDY, where)
+            say(f"Optuna study: {where} (optuna-dashboard {study.location(job.experiment_dir, job.name)})")
+            callbacks = [table, requests, study.Sync(job.experiment_dir, job.name)]
+            study.fetch(job.experiment_dir, job.name, resume)
             with stable_cwd():
                 results = build_tuner(job, found, ctx, restore=resume, callbacks=callbacks).fit()
             # Ctrl-C leaves the running trials TERMINATED in the ResultGrid (the state saved on disk
@@ -391,7 +398,11 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
         say(report.format_lineage(rows[0]["trial_id"], lineage))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        searched = study.load(job.experiment_dir, job.name) if job.schedule().kind not in sweep.POPULATION else None
+        if job.schedule().kind in sweep.POPULATION:  # the population's study hears how each trial ended
+            outcomes = {report.trial_index(r["trial_id"]): r["best"] for r in rows}
+            outcomes.pop(None, None)
+            study.tell(job.experiment_dir, job.name, outcomes)
+        searched = study.load(job.experiment_dir, job.name)
         searched = searched or report.optuna_study(rows, {p.key: p.distribution() for p in found.params})
         files = [report.write_csv(rows, out / "trials.csv", keys, two), report.plot_curves(rows, key, out / "fd_curves.png"),
                  *report.plot_optuna(searched, out, say)]
@@ -411,4 +422,4 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
                       best=best["best"] if best else math.inf, best_trial_id=best["trial_id"] if best else "",
                       best_config=base.with_overrides(best["params"]).to_dict() if best else {},
                       best_checkpoint=best["checkpoint"] if best else "", parent_run_id=parent, trials=trials,
-                      study=storage.join(job.experiment_dir, study.STUDY_FILE) if job.schedule().kind not in sweep.POPULATION else "", rows=rows)
+                      study=storage.join(job.experiment_dir, study.STUDY_FILE), rows=rows)

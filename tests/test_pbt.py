@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-from distgan import rundir, server, tracking
+from distgan import report, rundir, server, tracking
 from distgan.trial import LINEAGE_DIR, exploit_run
 
 pytestmark = pytest.mark.slow
@@ -96,6 +99,7 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
     for key in ("optim.lr_g", "optim.lr_d"):  # explore stays within the space's bounds
         assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
     assert "lineage of the champion" in r.stdout
+    _study_sampled_and_told(exp, "pbt", table)
     # MLflow: one child per trial, none left RUNNING after the kill, the exploit on the trial's run
     with tracking.served(f"sqlite:///{db}") as url:
         c = MlflowClient(url)
@@ -143,3 +147,22 @@ def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session,
     (parent,) = c.search_runs([c.get_experiment_by_name("pb2-default").experiment_id],
                               f"tags.`{tracking.KIND}` = 'tuning-job'")
     assert parent.data.params["scheduler"] == "pb2"
+    assert parent.data.tags[tracking.STUDY].endswith("optuna.journal")
+    _study_sampled_and_told(exp, "pb2", pd.read_csv(exp / "trials.csv"))
+
+
+def _study_sampled_and_told(exp, name: str, table) -> None:
+    """A population job's Optuna study: it drew each trial's starting point (the space's start
+    points first) and was told each trial's best distance, also across a SIGKILL and resume."""
+    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(exp / "optuna.journal"))))
+    assert len(study.trials) == len(table)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    best = {report.trial_index(t): b for t, b in zip(table["trial_id"], table["best"])}
+    for t in study.trials:
+        assert t.value == pytest.approx(best[t.number])
+    # Tune's trial k started from Optuna's trial k: its first result's config (params.json is
+    # rewritten by an exploit)
+    for results in exp.glob("trial_driver_*/result.json"):
+        index = int(results.parent.name.split("_")[3])  # trial_driver_<prefix>_<NNNNN>_...
+        started = json.loads(results.read_text().splitlines()[0])["config"]
+        assert {k: started[k] for k in study.trials[index].params} == pytest.approx(study.trials[index].params)

@@ -257,7 +257,7 @@ def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anyth
     # PB2 won the HPO bench on mnist (docs/benchmarks.md): a job that names no scheduler gets it
     ring8 = sweep.load("tune_spaces/ring8.yaml", presets.ring8())
     assert ring8.scheduler is None and sweep.SchedulerSpec().kind == "pb2"
-    assert isinstance(build_scheduler(sweep.SchedulerSpec(), ring8, 8), PB2)
+    assert isinstance(build_scheduler(sweep.SchedulerSpec(), ring8, 8, "fd_coords2k"), PB2)
     assert set(ring8.bounds()) == {p.key for p in ring8.params if p.continuous}
     choices = tmp_path / "choices.yaml"
     choices.write_text(yaml.safe_dump({"params": {"train.n_d": {"dist": "choice", "values": [1, 2]}}}))
@@ -275,8 +275,11 @@ def test_shipped_spaces_validate_and_concurrency_follows_resources():
     # the demo's population of two decides synchronously (asynchronously, the first trial to reach an
     # interval finds no score of the other's to rank against, and is never checkpointed for exploiting)
     demo = sweep.load("tune_spaces/demo.yaml", presets.mnist())
-    assert build_scheduler(demo.scheduler, demo, 8)._synch is True
-    assert build_scheduler(sweep.SchedulerSpec(kind="pbt"), demo, 8)._synch is False
+    assert build_scheduler(demo.scheduler, demo, 8, "fd_lenet2k")._synch is True
+    assert build_scheduler(sweep.SchedulerSpec(kind="pbt"), demo, 8, "fd_lenet2k")._synch is False
+    # a population ranks on the current evaluation (what an exploit's checkpoint holds), not on fd_best
+    for kind in ("pbt", "pb2"):
+        assert build_scheduler(sweep.SchedulerSpec(kind=kind), demo, 8, "fd_lenet2k")._metric == "fd_lenet2k"
     cfg = presets.mnist().with_overrides({"scaling.num_workers": 2})
     fixed = lambda have: cluster.Capacity(have, None, False)  # noqa: E731
     assert cluster.concurrency(cfg, fixed({"CPU": 2}), 16) == 1  # one CPU stays free for Ray Data
@@ -405,7 +408,7 @@ def test_pbt_never_moves_a_key_that_shapes_the_model_so_a_donors_state_always_fi
     from ray.tune.schedulers.pbt import _explore
 
     core = sweep.load("tune_spaces/dcgan-core.yaml", presets.mnist())
-    pbt = build_scheduler(sweep.SchedulerSpec(kind="pbt", resample_probability=1.0), core, 8)
+    pbt = build_scheduler(sweep.SchedulerSpec(kind="pbt", resample_probability=1.0), core, 8, "fd_lenet2k")
     assert {"model.sn_d", "model.sn_g"} & set(pbt._hyperparam_mutations) == set()
     assert {"optim.lr_g", "optim.lr_d"} <= set(pbt._hyperparam_mutations)
     donor = {"optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "train.n_d": 1, "model.sn_d": False, "model.sn_g": True}
@@ -417,3 +420,21 @@ def test_pbt_never_moves_a_key_that_shapes_the_model_so_a_donors_state_always_fi
     only.write_text(yaml.safe_dump({"params": {"model.sn_d": {"dist": "choice", "values": [True, False]}}}))
     with pytest.raises(ConfigError, match="only.yaml: pbt has nothing to explore"):
         sweep.load(only, presets.mnist()).mutations()
+
+
+def test_a_trials_row_shows_the_config_that_made_its_best_checkpoint(tmp_path):
+    """Under PBT a trial's final config may have come after its best (an exploit moved it)."""
+    ckpt = tmp_path / "step_0000200"
+    ckpt.mkdir()
+    made = presets.ring8().with_overrides({"optim.lr_g": 4e-4, "train.n_d": 2})
+    (ckpt / "config.json").write_text(json.dumps(made.to_dict()))
+    df = pd.DataFrame({"step": [100, 200, 300], EVALS: [1, 2, 3], "fd_coords2k": [5.0, 3.0, 4.0],
+                       "stop_reason": [""] * 3, "checkpoint_uri": ["gone", str(ckpt), "gone"],
+                       "trial_id": ["t1"] * 3, "run_name": ["trial-t1"] * 3})
+    final = {"optim.lr_g": 9e-4, "train.n_d": 1}
+    result = SimpleNamespace(metrics_dataframe=df, error=None, metrics={}, path="/x/trial_driver_t1", config=final)
+    [row] = trial_rows([result], "fd_coords2k", max_evals=3)
+    assert row["params"] == {"optim.lr_g": 4e-4, "train.n_d": 2}
+    df["checkpoint_uri"] = ["gone"] * 3  # unreadable: the trial's last config, not nothing
+    [row] = trial_rows([result], "fd_coords2k", max_evals=3)
+    assert row["params"] == final
