@@ -59,7 +59,7 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
         })
         if objective is not None:
             value = best.get(objective.metric) if best is not None else None
-            rows[-1]["second"] = float(value) if value is not None and math.isfinite(value) else 0.0
+            rows[-1]["second"] = float(value) if value is not None and math.isfinite(value) else objective.worst
     if objective is not None:
         mark_pareto(rows, objective)
     return sorted(rows, key=lambda row: row["best"])

@@ -48,6 +48,11 @@ class Objective:
     mode: str
 
     @property
+    def worst(self) -> float:
+        """What an evaluation that did not measure the metric (a diverged one) counts as."""
+        return 0.0 if self.mode == "max" else 1e4
+
+    @property
     def at_best(self) -> str:
         """What a trial reports: the metric at its best-distance evaluation."""
         return f"{self.metric}_at_best"

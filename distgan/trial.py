@@ -143,19 +143,19 @@ def to_tune(metrics: dict, eval_every: int) -> dict:
 class AtBest:
     """A second objective's value at the trial's best-distance evaluation so far (what Optuna
     is told when the trial ends, beside fd_best). An evaluation that did not measure it (a
-    diverged one) counts as 0, the worst of every such metric maximized."""
+    diverged one) counts as the objective's worst."""
 
-    def __init__(self, fd_key: str, metric: str | None):
-        self.fd_key, self.metric = fd_key, metric
-        self.best, self.value = float("inf"), 0.0
+    def __init__(self, fd_key: str, objective):
+        self.fd_key, self.objective = fd_key, objective
+        self.best, self.value = float("inf"), objective.worst if objective else 0.0
 
     def __call__(self, metrics: dict) -> dict:
-        if self.metric is None:
+        if self.objective is None:
             return {}
         fd = metrics.get(self.fd_key, float("inf"))
         if fd < self.best:
-            self.best, self.value = fd, float(metrics.get(self.metric, 0.0))
-        return {f"{self.metric}_at_best": self.value}
+            self.best, self.value = fd, float(metrics.get(self.objective.metric, self.objective.worst))
+        return {self.objective.at_best: self.value}
 
 
 def replay(run_dir: str, eval_every: int, meta: dict, at_best: AtBest) -> int:
@@ -211,8 +211,7 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
         settle_lineage(ctx, trial_id, came_from.run_name, log.run_id if log else None)
     meta = {"trial_id": trial_id, "run_name": came_from.run_name, "mlflow_run_id": log.run_id if log else ""}
     train_dir = storage.join(ctx.experiment_dir, "train")
-    objective = job.sweep().objective
-    at_best = AtBest(fd_key(cfg), objective.metric if objective else None)
+    at_best = AtBest(fd_key(cfg), job.sweep().objective)
     replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta, at_best)
     spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env(),
                       arrays=ctx.arrays)
