@@ -317,10 +317,10 @@ class RunLog:
                   "the job closes it when it can", flush=True)
 
 
-def log_lineage(uri: str, run_id: str, records: list[dict], exploited: bool) -> None:
-    """A PBT trial's lineage on its run, as a tag and a JSON artifact; `exploited`: a point on
+def log_lineage(uri: str, run_id: str, records: list[dict], exploit_step: int | None) -> None:
+    """A PBT trial's lineage on its run, as a tag and a JSON artifact; `exploit_step`: a point on
     the `exploit` metric at the step it took another trial's state (the events stay when an
-    exploit a killed job forgot is taken out of the lineage)."""
+    exploit a killed job forgot is taken out of the lineage). Idempotent: a resume repeats it."""
     try:
         with bounded():
             c = client(uri)
@@ -328,8 +328,9 @@ def log_lineage(uri: str, run_id: str, records: list[dict], exploited: bool) -> 
                 c.set_tag(run_id, LINEAGE, " <- ".join(f"{r['from_trial']}@{r['step']}" for r in records)[:5000])
             elif LINEAGE in c.get_run(run_id).data.tags:
                 c.delete_tag(run_id, LINEAGE)
-            if exploited:
-                c.log_metric(run_id, "exploit", 1.0, step=records[-1]["step"])
+            if exploit_step is not None and exploit_step not in {
+                    m.step for m in c.get_metric_history(run_id, "exploit")}:
+                c.log_metric(run_id, "exploit", 1.0, step=exploit_step)
             c.log_text(run_id, json.dumps(records, indent=2), "lineage.json")
     except Exception as e:
         print(f"MLflow {redact(uri)}: lineage not logged ({type(e).__name__})", flush=True)

@@ -96,16 +96,15 @@ def read_lineage(experiment_dir: str, trial_id: str) -> list[dict]:
 def record_exploit(ctx: TrialContext, trial_id: str, record: dict, run_id: str | None) -> None:
     """Once per exploit (a resumed trial meets the same one again): the job's storage keeps
     every trial's exploits for `distgan tune` to print the champion's lineage; MLflow shows
-    them on the trial's run."""
+    them on the trial's run (logged again on the repeat, idempotently)."""
     records = read_lineage(ctx.experiment_dir, trial_id)
-    if any(r["from_trial"] == record["from_trial"] and r["step"] == record["step"] for r in records):
-        return
-    records.append(record)
-    storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(records, indent=2))
-    print(f"[{trial_id}] continues from trial {record['from_trial']} at step {record['step']}: "
-          f"{describe_change(record)}", flush=True)
-    if run_id is not None:
-        tracking.log_lineage(ctx.mlflow_uri, run_id, records, exploited=True)
+    if not any(r["from_trial"] == record["from_trial"] and r["step"] == record["step"] for r in records):
+        records.append(record)
+        storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(records, indent=2))
+        print(f"[{trial_id}] continues from trial {record['from_trial']} at step {record['step']}: "
+              f"{describe_change(record)}", flush=True)
+    if run_id is not None:  # again on a resume: a kill may have cut the logging short
+        tracking.log_lineage(ctx.mlflow_uri, run_id, records, exploit_step=record["step"])
 
 
 def settle_lineage(ctx: TrialContext, trial_id: str, run_name: str, run_id: str | None) -> None:
@@ -115,13 +114,12 @@ def settle_lineage(ctx: TrialContext, trial_id: str, run_name: str, run_id: str 
     records = read_lineage(ctx.experiment_dir, trial_id)
     runs = [exploit_run(trial_id, r) for r in records]
     kept = records[:runs.index(run_name) + 1] if run_name in runs else []
-    if kept == records:
-        return
-    storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(kept, indent=2))
-    gone = ", ".join(f"{r['from_trial']}@{r['step']}" for r in records[len(kept):])
-    print(f"[{trial_id}] goes on from its own run {run_name}: not part of its lineage: {gone}", flush=True)
-    if run_id is not None:
-        tracking.log_lineage(ctx.mlflow_uri, run_id, kept, exploited=False)
+    if kept != records:
+        storage.write_text(lineage_file(ctx.experiment_dir, trial_id), json.dumps(kept, indent=2))
+        gone = ", ".join(f"{r['from_trial']}@{r['step']}" for r in records[len(kept):])
+        print(f"[{trial_id}] goes on from its own run {run_name}: not part of its lineage: {gone}", flush=True)
+    if run_id is not None and records:  # again on a resume: a kill may have cut the logging short
+        tracking.log_lineage(ctx.mlflow_uri, run_id, kept, exploit_step=None)
 
 
 def describe_change(record: dict) -> str:

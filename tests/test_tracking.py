@@ -3,6 +3,7 @@ a real tuning job on a real local Ray."""
 
 import contextlib
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -212,6 +213,17 @@ def test_a_replay_cut_before_it_deleted_its_entry_logs_nothing_twice(mlflow_serv
     assert [m.value for m in c.get_metric_history(run_id, "fd_lenet500")] == [12.5]
     images = [f.path for f in c.list_artifacts(run_id, "images") if "step+40+" in f.path or "step%40%" in f.path]
     assert len([p for p in images if p.endswith(".png")]) == 1, images
+
+
+def test_a_lineage_logged_again_on_a_resume_has_its_artifact_and_one_exploit_point(mlflow_server, tmp_path):
+    c = MlflowClient(mlflow_server)
+    run_id = c.create_run(tracking.experiment_id(c, "lineage")).info.run_id
+    records = [{"from_trial": "b", "step": 100, "params": {}, "from_params": {}}]
+    c.set_tag(run_id, tracking.LINEAGE, "b@100")  # a kill cut the first logging after its tag and point
+    c.log_metric(run_id, "exploit", 1.0, step=100)
+    tracking.log_lineage(mlflow_server, run_id, records, exploit_step=100)
+    assert [m.step for m in c.get_metric_history(run_id, "exploit")] == [100]
+    assert json.loads(Path(c.download_artifacts(run_id, "lineage.json", str(tmp_path))).read_text()) == records
 
 
 @pytest.mark.timeout(900)
