@@ -79,21 +79,23 @@ def _scaling_args(p: argparse.ArgumentParser, workers_default: int, workers_help
 
 def cmd_data_prepare(a: argparse.Namespace) -> None:
     from distgan.data import prepare
-    from distgan.data.schema import inspect
+    from distgan.data.schema import heldout_rows, inspect
 
     if a.source == "mnist-embedded":
-        prepare.mnist_embedded(a.out, force=a.force)
+        prepare.mnist_embedded(a.out, force=a.force, heldout=a.heldout)
     elif a.source in ("ring8", "grid25"):
-        prepare.mixture(a.source, a.out, n=a.n, seed=a.seed, force=a.force)
+        prepare.mixture(a.source, a.out, n=a.n, seed=a.seed, force=a.force, heldout=a.heldout)
     else:
         from distgan.config import ConfigError
 
         if not a.src:
             raise ConfigError("data prepare folder: give the image folder, e.g. folder ./images")
-        prepare.image_folder(a.src, a.out, size=a.size, channels=a.channels, force=a.force)
+        prepare.image_folder(a.src, a.out, size=a.size, channels=a.channels, force=a.force, heldout=a.heldout)
     info = inspect(a.out)
+    held = heldout_rows(info)
     print(f"wrote {info.num_rows} rows in {len(info.files)} shards to {info.location} "
-          f"({info.encoding}, {info.height}x{info.width}x{info.channels}, {info.num_classes} classes)")
+          f"({info.encoding}, {info.height}x{info.width}x{info.channels}, {info.num_classes} classes)"
+          f"{f', {held} more held out of training' if held else ''}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -313,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--n", type=_positive("n", int, 2), default=20000, help="points to draw (ring8, grid25)")
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--force", action="store_true", help="replace existing shards in --out")
+    prep.add_argument("--heldout", type=float, default=0.05,
+                      help="share of rows kept out of training in --out/heldout (D's overfitting is read on them)")
     prep.set_defaults(fn=cmd_data_prepare)
 
     tr = add("train", "train one GAN: in this process, or on Ray Train workers (--workers N)",

@@ -268,6 +268,9 @@ class EvalConfig:
     modes (class or mixture-mode coverage), control (how InfoGAN codes steer ink, slant, height
     and width: info_rho), kd (KID), prdc (precision/recall/density/coverage);
     `kd@5` computes KID at every 5th evaluation only."""
+    fd_bootstrap: int = 10
+    """Resamples of the generated features for the distance's standard error (`fd_lenet2k_se`),
+    the noise the `watch` scheduler's margins use; 0 or 1: not measured."""
 
     def validate(self) -> None:
         from distgan.metrics.registry import parse
@@ -284,6 +287,7 @@ class EvalConfig:
         _check(self.detector in DETECTORS, "eval.detector", self.detector, f"one of {DETECTORS}")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
         _check(self.grid_size >= 1, "eval.grid_size", self.grid_size, ">= 1")
+        _check(0 <= self.fd_bootstrap <= 1000, "eval.fd_bootstrap", self.fd_bootstrap, "in [0, 1000]")
 
 
 @dataclass

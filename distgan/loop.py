@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from distgan.config import RunConfig
 from distgan.distributed import broadcast_buffers
-from distgan.engine import GANEngine
+from distgan.engine import GANEngine, unwrap
 from distgan.metrics.evaluate import Evaluator
 from distgan.stopping import stop_reason
 
@@ -29,7 +29,7 @@ def evals_at(step: int, eval_every: int) -> int:
 
 def evaluate_engine(engine: GANEngine, evaluator: Evaluator, index: int | None = None) -> dict[str, float]:
     broadcast_buffers(engine.G_ema)  # every rank generates with rank 0's BatchNorm statistics
-    return evaluator(engine.G_ema, index, engine.rank, engine.world_size)
+    return evaluator(engine.G_ema, index, engine.rank, engine.world_size, critic=unwrap(engine.D))
 
 
 def train(engine: GANEngine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], cfg: RunConfig,

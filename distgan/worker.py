@@ -33,7 +33,7 @@ from distgan.distributed import all_gather_object
 from distgan.engine import GANEngine
 from distgan.loop import train
 from distgan.metrics import detectors, registry, stats
-from distgan.metrics.evaluate import Evaluator
+from distgan.metrics.evaluate import CriticProbe, Evaluator
 from distgan.models import build_models
 from distgan.plots import sample_grid
 from distgan.rundir import latest_good
@@ -140,14 +140,16 @@ def train_loop_per_worker(config: dict) -> None:
         if restored is not None:  # another trial's state (PBT) holds evaluations that are not this run's
             history = loaded.history
     detector = detectors.build(cfg.eval.detector, spec.data.sample_shape, device=engine.device)
-    real = None
+    real = probe = None
     if engine.rank == 0:  # rank 0 alone computes the metrics
         real = stats.read(spec.stats, "")
         if real is None:
             raise DataError(f"{spec.stats}: the real statistics are missing or damaged")
         real = real.to(engine.device)
+        probe = CriticProbe.read(spec.data, engine.device)
     evaluator = Evaluator(detector, real, cfg.eval.num_samples, cfg.eval.batch_size,
-                          registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device, engine.latent)
+                          registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device, engine.latent,
+                          cfg.eval.fd_bootstrap, probe)
     batches = _fault_injector(batches_for(spec, engine), engine, spec.fault)
     # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))

@@ -90,7 +90,8 @@ def test_wrong_schema_and_missing_checkpoint_are_named(tmp_path, capsys):
 
 def test_data_prepare_command(tmp_path, capsys):
     assert main(["data", "prepare", "ring8", "--out", str(tmp_path / "ring"), "--n", "4000"]) == 0
-    assert "wrote 4000 rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote 3800 rows in 4 shards" in out and "200 more held out of training" in out
     assert main(["data", "prepare", "ring8", "--out", str(tmp_path / "ring")]) == 2
     _one_error_line(capsys, "--force")
 

@@ -6,20 +6,43 @@ import torch
 from PIL import Image
 
 from distgan.data import prepare
-from distgan.data.reader import decode, epoch_batches, load_all, to_uint8
-from distgan.data.schema import DataError, inspect
+from distgan.data.reader import decode, epoch_batches, load_all, load_rows, to_uint8
+from distgan.data.schema import DataError, heldout_rows, inspect
 
 
-def test_mnist_round_trip_is_pixel_exact(mnist_dir):
+def test_mnist_round_trip_is_pixel_exact_and_holds_out_five_percent(mnist_dir):
     x, y, info = load_all(mnist_dir)
     ref_x, ref_y = prepare.mnist_embedded_arrays()
     order = prepare.shuffled_order(len(ref_x))  # rows are stored shuffled: the source is sorted by class
     ref_x, ref_y = ref_x[order], ref_y[order]
-    assert x.shape == (5000, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    assert torch.equal(to_uint8(x)[:, 0], torch.from_numpy(ref_x))
-    assert torch.equal(y, torch.from_numpy(ref_y))
-    assert np.bincount(y.numpy()).tolist() == [500] * 10
-    assert (info.encoding, info.num_classes, info.num_rows) == ("uint8", 10, 5000)
+    held_x, held_y = load_rows(info, info.heldout)
+    assert x.shape == (4750, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and len(held_x) == 250
+    # every source row is in exactly one split: the held-out ones first in the shuffled order
+    assert torch.equal(to_uint8(torch.cat([held_x, x]))[:, 0], torch.from_numpy(ref_x))
+    assert torch.equal(torch.cat([held_y, y]), torch.from_numpy(ref_y))
+    assert np.bincount(torch.cat([held_y, y]).numpy()).tolist() == [500] * 10
+    assert (info.encoding, info.num_classes, info.num_rows) == ("uint8", 10, 4750)
+    assert heldout_rows(info) == 250 and all("/heldout/" in f for f in info.heldout)
+
+
+def test_a_held_out_split_is_optional_validated_and_replaced_with_the_shards(tmp_path):
+    out = tmp_path / "ring"
+    prepare.mixture("ring8", out, n=1000, heldout=0.0)
+    assert inspect(out).heldout == () and inspect(out).num_rows == 1000
+    before = {p: p.read_bytes() for p in out.rglob("*.parquet")}
+    with pytest.raises(DataError, match=r"--heldout 0.7: expected a share in \[0, 0.5\)"):
+        prepare.mixture("ring8", out, n=1000, force=True, heldout=0.7)
+    assert {p: p.read_bytes() for p in out.rglob("*.parquet")} == before  # refused before anything was written
+    prepare.mixture("ring8", out, n=1000, force=True, heldout=0.1)
+    info = inspect(out)
+    assert (info.num_rows, heldout_rows(info)) == (900, 100)
+    prepare.mixture("ring8", out, n=1000, force=True, heldout=0.0)  # --force replaces the split too
+    assert inspect(out).heldout == () and inspect(out).num_rows == 1000
+    prepare.mixture("grid25", tmp_path / "other", n=100)
+    (out / "heldout").mkdir(exist_ok=True)
+    (tmp_path / "other" / "heldout" / "part-00000.parquet").rename(out / "heldout" / "part-00000.parquet")
+    with pytest.raises(DataError, match=r"heldout/part-00000.parquet: a held-out shard unlike the data set's"):
+        inspect(out)
 
 
 def test_schema_is_in_the_file_metadata(mnist_dir):
@@ -32,7 +55,7 @@ def test_mixtures_have_their_modes_as_labels(tmp_path):
         prepare.mixture(kind, tmp_path / kind, n=5000)
         x, y, info = load_all(tmp_path / kind)
         centres, std = prepare.mixture_centres(kind)
-        assert x.shape == (5000, 2) and info.num_classes == k and info.is_points
+        assert x.shape == (4750, 2) and info.num_classes == k and info.is_points
         assert np.abs(x.numpy() - centres[y.numpy()]).max() < 6 * std
         assert len(np.unique(y)) == k
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from distgan.data.reader import load_all
 from distgan.metrics import detectors, registry
-from distgan.metrics.frechet import feature_stats, frechet_distance
+from distgan.metrics.frechet import bootstrap_se, feature_stats, frechet_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.registry import protocol
 from distgan.metrics.stats import RealStats, real_stats
@@ -91,6 +91,24 @@ def _all_metrics(det, x, real):
     feats, logits = det(x)
     inputs = registry.Inputs(feats, logits.argmax(1), real, det.name, det.has_classes, None)
     return registry.compute(inputs, list(registry.METRICS))
+
+
+def test_the_bootstrap_standard_error_matches_the_spread_of_independent_sample_sets(digits, lenet):
+    """The distance's noise at N, as the watch scheduler's margins read it: the bootstrap over
+    one generated set estimates how much the distance moves between independent sets of N."""
+    feats = torch.from_numpy(_features(lenet, digits[0]))
+    real_mu, real_sigma = feature_stats(feats[:2000])
+    pool = feats[2000:] + 0.3 * torch.randn(len(feats) - 2000, feats.shape[1], generator=torch.Generator().manual_seed(1))
+    n = 500
+    draws = [frechet_distance(*feature_stats(pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(s))
+                                                  [:n]]), real_mu, real_sigma) for s in range(40)]
+    spread = float(np.std(draws, ddof=1))
+    se = bootstrap_se(pool[:n], real_mu, real_sigma, rounds=40)
+    assert 0.5 * spread < se < 2.0 * spread, (se, spread)
+    assert bootstrap_se(pool[:n], real_mu, real_sigma, rounds=40) == se  # seeded: the same set, the same noise
+    fd = registry.compute(registry.Inputs(pool[:n], None, RealStats(feats[:2000], real_mu, real_sigma, np.ones(10), np.zeros(0), ""),
+                                          "lenet-mnist", True, None, bootstrap=10), ["fd"])
+    assert set(fd) == {"fd_lenet500", "fd_lenet500_se"} and fd["fd_lenet500_se"] > 0
 
 
 def test_one_class_generator_shows_mode_collapse(digits, lenet):

@@ -15,55 +15,70 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from distgan import storage
-from distgan.data.schema import CONTENT_KEY, DataError, schema_with_meta
+from distgan.data.schema import CONTENT_KEY, HELDOUT_DIR, DataError, schema_with_meta
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 STAGED = ".tmp"  # a shard being written: never read as data (shard_files takes *.parquet only)
+#: The share of rows `data prepare` holds out of training by default.
+HELDOUT = 0.05
 
 
 def write_shards(out: str, name: str, encoding: str, num_classes: int, images: list[bytes],
                  labels: np.ndarray, shape: tuple[int, int, int], rows_per_shard: int = 1000,
-                 force: bool = False) -> list[str]:
+                 force: bool = False, heldout: float = HELDOUT) -> list[str]:
     """Rows are written in a seeded random order (`shuffled_order`): sources often come sorted
-    by class, and streaming readers shuffle only within a window. `out` is a local directory
-    or a URI. New shards are written beside the old ones first and moved into place; old
-    shards are removed only then, so a failure never leaves the directory empty."""
+    by class, and streaming readers shuffle only within a window. The first `heldout` share of
+    that order goes to `heldout/` (never streamed to training: D's outputs on it against the
+    training reals show D memorizing them). `out` is a local directory or a URI. New shards are
+    written beside the old ones first and moved into place; old shards are removed only then,
+    so a failure never leaves the directory empty."""
+    if not 0 <= heldout < 0.5:
+        raise DataError(f"--heldout {heldout}: expected a share in [0, 0.5)")
     fs, root = storage.resolve(out)
-    existing = _shards(fs, root)
+    held_root = posixpath.join(root, HELDOUT_DIR)
+    existing = _shards(fs, root) + _shards(fs, held_root)
     if existing and not force:
         raise DataError(f"{out}: already holds Parquet shards (use --force to replace them)")
     if not images:
         raise DataError(f"{out}: nothing to write (0 rows)")
     storage.make_dirs(out)
     schema = schema_with_meta(name, encoding, num_classes)
-    n = len(images)
-    order = shuffled_order(n)
-    images, labels = [images[i] for i in order], labels[order]
-    h, w, c = shape
+    order = shuffled_order(len(images))
+    images, labels = [images[i] for i in order], labels[order].astype(np.int64)
+    k = math.floor(len(images) * heldout)
     staged = []
+    if k:
+        storage.make_dirs(storage.join(out, HELDOUT_DIR))
+        staged.append(_stage(fs, posixpath.join(held_root, "part-00000.parquet"), schema, images[:k], labels[:k], shape))
+    n = len(images) - k
     for i in range(math.ceil(n / rows_per_shard)):
-        sl = slice(i * rows_per_shard, min(n, (i + 1) * rows_per_shard))
-        k = sl.stop - sl.start
-        rows, ys = images[sl], labels[sl].astype(np.int64)
-        digest = hashlib.sha256()
-        for b in rows:
-            digest.update(b)
-        digest.update(ys.tobytes())
-        table = pa.table({
-            "image": pa.array(rows, pa.binary()),
-            "label": pa.array(ys),
-            "height": pa.array(np.full(k, h, np.int32)),
-            "width": pa.array(np.full(k, w, np.int32)),
-            "channels": pa.array(np.full(k, c, np.int32)),
-        }, schema=schema.with_metadata({**schema.metadata, CONTENT_KEY: digest.hexdigest().encode()}))
-        final = posixpath.join(root, f"part-{i:05d}.parquet")
-        pq.write_table(table, final + STAGED, filesystem=fs)
-        staged.append(final)
+        sl = slice(k + i * rows_per_shard, k + min(n, (i + 1) * rows_per_shard))
+        staged.append(_stage(fs, posixpath.join(root, f"part-{i:05d}.parquet"), schema, images[sl], labels[sl], shape))
     for final in staged:
         fs.move(final + STAGED, final)
     for old in set(existing) - set(staged):
         fs.delete_file(old)
-    return [storage.uri(fs, f) for f in staged]
+    return [storage.uri(fs, f) for f in staged if posixpath.dirname(f) == root]
+
+
+def _stage(fs: pafs.FileSystem, final: str, schema: pa.Schema, rows: list[bytes], ys: np.ndarray,
+           shape: tuple[int, int, int]) -> str:
+    """One shard written beside its final name (STAGED), carrying its content hash."""
+    h, w, c = shape
+    k = len(rows)
+    digest = hashlib.sha256()
+    for b in rows:
+        digest.update(b)
+    digest.update(ys.tobytes())
+    table = pa.table({
+        "image": pa.array(rows, pa.binary()),
+        "label": pa.array(ys),
+        "height": pa.array(np.full(k, h, np.int32)),
+        "width": pa.array(np.full(k, w, np.int32)),
+        "channels": pa.array(np.full(k, c, np.int32)),
+    }, schema=schema.with_metadata({**schema.metadata, CONTENT_KEY: digest.hexdigest().encode()}))
+    pq.write_table(table, final + STAGED, filesystem=fs)
+    return final
 
 
 def _shards(fs: pafs.FileSystem, root: str) -> list[str]:
@@ -84,10 +99,10 @@ def mnist_embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 
-def mnist_embedded(out: str, force: bool = False) -> list[str]:
+def mnist_embedded(out: str, force: bool = False, heldout: float = HELDOUT) -> list[str]:
     x, y = mnist_embedded_arrays()
     return write_shards(out, "mnist-embedded", "uint8", 10, [im.tobytes() for im in x], y, (28, 28, 1),
-                        force=force)
+                        force=force, heldout=heldout)
 
 
 def mixture_centres(kind: str) -> tuple[np.ndarray, float]:
@@ -114,16 +129,18 @@ def mixture_arrays(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     return points.astype(np.float32), labels
 
 
-def mixture(kind: str, out: str, n: int = 20000, seed: int = 0, force: bool = False) -> list[str]:
+def mixture(kind: str, out: str, n: int = 20000, seed: int = 0, force: bool = False,
+            heldout: float = HELDOUT) -> list[str]:
     if n < 2:
         raise DataError(f"--n {n}: a mixture needs at least 2 points")
     points, labels = mixture_arrays(kind, n, seed)
     k = len(mixture_centres(kind)[0])
     return write_shards(out, kind, "float32", k, [p.tobytes() for p in points], labels, (1, 2, 1),
-                        rows_per_shard=max(1000, n // 4), force=force)
+                        rows_per_shard=max(1000, n // 4), force=force, heldout=heldout)
 
 
-def image_folder(src: str | Path, out: str, size: int, channels: int = 3, force: bool = False) -> list[str]:
+def image_folder(src: str | Path, out: str, size: int, channels: int = 3, force: bool = False,
+                 heldout: float = HELDOUT) -> list[str]:
     """An image folder with one sub-folder per class (or images at the top: one class) to PNG rows."""
     src = Path(src)
     if size < 4:
@@ -150,7 +167,7 @@ def image_folder(src: str | Path, out: str, size: int, channels: int = 3, force:
         images.append(buf.getvalue())
     labels = np.array([label for _, label in sources], np.int64)
     return write_shards(out, src.name, "png", max(1, len(classes)), images, labels, (size, size, channels),
-                        force=force)
+                        force=force, heldout=heldout)
 
 
 def _center_crop_resize(im: Image.Image, size: int) -> Image.Image:

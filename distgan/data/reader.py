@@ -49,16 +49,24 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_all(directory: str, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
-    """The whole data set in memory (one-process training, reference statistics); `raw`
+    """The whole training set in memory (one-process training, reference statistics); `raw`
     keeps images as uint8."""
     info = inspect(directory)
+    x, y = load_rows(info, info.files, raw=raw)
+    return x, y, info
+
+
+def load_rows(info: DatasetInfo, files: tuple[str, ...], limit: int | None = None,
+              raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` rows (None: all) of some of the data set's shards, in their order."""
     try:
-        table = pq.read_table(list(info.files), columns=["image", "label"], filesystem=info.filesystem())
+        table = pq.read_table(list(files), columns=["image", "label"], filesystem=info.filesystem())
     except OSError as e:
         raise DataError(f"{info.location}: cannot read the shards ({e})") from None
+    table = table.slice(0, limit) if limit is not None else table
     x = torch.from_numpy(decode_raw(table.column("image").to_pylist(), info))
     y = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-    return (x if raw else normalize(x)), y, info
+    return (x if raw else normalize(x)), y
 
 
 def epoch_batches(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, batch: int, seed: int, start: int = 0,

@@ -24,6 +24,7 @@ from distgan.errors import InputError
 ENCODINGS = ("uint8", "png", "float32")
 META_KEY = b"distgan"
 CONTENT_KEY = b"distgan.sha256"  # per shard: SHA-256 of its rows, written by distgan data prepare
+HELDOUT_DIR = "heldout"  # real rows never streamed to training (D's overfitting is read on them)
 SCHEMA = pa.schema([
     ("image", pa.binary()),
     ("label", pa.int64()),
@@ -52,6 +53,8 @@ class DatasetInfo:
     """The directory as given: a local path or a URI (s3://, gs://)."""
     fingerprint: str = ""
     """Content hash of the shards, from their footers (no data bytes are read)."""
+    heldout: tuple[str, ...] = ()
+    """Shards of `heldout/`: real rows no run trains on; empty when the data set has none."""
 
     @property
     def is_points(self) -> bool:
@@ -144,4 +147,31 @@ def inspect(directory: str) -> DatasetInfo:
         raise DataError(f"{where}: the data set has no rows")
     return DatasetInfo(name=meta.get("name", ""), encoding=encoding, num_classes=num_classes,
                        height=shape[0], width=shape[1], channels=shape[2], num_rows=rows, files=tuple(files),
-                       location=storage.normalize(where), fingerprint=content.hexdigest())
+                       location=storage.normalize(where), fingerprint=content.hexdigest(),
+                       heldout=_heldout(fs, files[0], raw))
+
+
+def heldout_rows(info: DatasetInfo) -> int:
+    """Rows in the held-out split (from the footers)."""
+    fs = info.filesystem()
+    total = 0
+    for f in info.heldout:
+        with fs.open_input_file(f) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def _heldout(fs: pafs.FileSystem, first: str, meta: bytes) -> tuple[str, ...]:
+    """The held-out shards beside the training ones; each must carry the same metadata."""
+    root = posixpath.join(posixpath.dirname(first), HELDOUT_DIR)
+    try:
+        found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+        for f in found:
+            with fs.open_input_file(f) as handle:
+                schema = pq.ParquetFile(handle).schema_arrow
+            if not schema.remove_metadata().equals(SCHEMA) or (schema.metadata or {}).get(META_KEY) != meta:
+                raise DataError(f"{storage.uri(fs, f)}: a held-out shard unlike the data set's (schema or metadata)")
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{storage.uri(fs, root)}: cannot read the held-out split ({storage.first_line(e)})") from None
+    return tuple(found)

@@ -18,6 +18,7 @@ import torch
 
 from distgan.config import RunConfig
 from distgan.data.prepare import mixture_modes
+from distgan.data.reader import load_rows
 from distgan.data.schema import DatasetInfo
 from distgan.distributed import all_gather_rows, broadcast_object
 from distgan.latent import Latent
@@ -33,6 +34,42 @@ DIVERGED_FD = 1e4
 EVAL_SEED = 12345
 #: Seed of the real subset the reference statistics are computed on.
 REAL_SEED = 0
+#: Held-out reals (and as many training reals) D's overfitting is read on.
+PROBE_ROWS = 500
+
+
+@dataclass
+class CriticProbe:
+    """D on training reals against reals it never saw (the held-out split), without
+    augmentation: r = E sign D(x) on each, and their gap. A D that memorizes its training set
+    calls those real and the held-out ones less so (Karras et al. 2020, Fig. 1; BigGAN §4.2):
+    a rising `d_gap` is training on now hurting, whatever the loss reads."""
+    train: tuple[torch.Tensor, torch.Tensor]
+    held: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def read(cls, info: DatasetInfo, device: torch.device, rows: int = PROBE_ROWS) -> "CriticProbe | None":
+        """None when the data set has no held-out split."""
+        if not info.heldout:
+            return None
+        held = load_rows(info, info.heldout, rows)
+        train = load_rows(info, info.files[:1], len(held[0]))
+        m = min(len(held[0]), len(train[0]))
+        return cls(*(tuple(t[:m].to(device) for t in pair) for pair in (train, held)))
+
+    @torch.no_grad()
+    def __call__(self, critic: torch.nn.Module, conditional: bool, batch: int) -> dict[str, float]:
+        was_training = critic.training
+        critic.eval()  # spectral norm's power iteration and BatchNorm's statistics stay as they are
+
+        def r(x: torch.Tensor, y: torch.Tensor) -> float:
+            signs = [torch.sign(critic(x[i:i + batch], y[i:i + batch] if conditional else None).float()).flatten()
+                     for i in range(0, len(x), batch)]
+            return float(torch.cat(signs).mean())
+
+        r_train, r_held = r(*self.train), r(*self.held)
+        critic.train(was_training)
+        return {"r_train": r_train, "r_held": r_held, "d_gap": r_train - r_held}
 
 
 def fixed_latents(n: int, latent: Latent | int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -54,6 +91,10 @@ class Evaluator:
     device: torch.device
     latent: Latent | None = None
     """G's latent layout (InfoGAN codes); None: z only, of G's z_dim."""
+    bootstrap: int = 0
+    """Resamples for the distance's standard error."""
+    probe: CriticProbe | None = None
+    """D's overfitting signal (rank 0; None: the data set holds nothing out)."""
 
     @property
     def fd_key(self) -> str:
@@ -71,12 +112,14 @@ class Evaluator:
             real = real_stats(info.location, det, n, cache_dir if cache_dir is not None else (cfg.eval.cache_dir or None),
                               allow_repeat=info.num_rows < n, batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
         return cls(det, real.to(device), n, cfg.eval.batch_size, registry.parse(cfg.eval.metrics),
-                   mixture_modes(info.name), device, Latent.of(cfg.model))
+                   mixture_modes(info.name), device, Latent.of(cfg.model), cfg.eval.fd_bootstrap,
+                   CriticProbe.read(info, device))
 
     def __call__(self, generator: torch.nn.Module, index: int | None = None, rank: int = 0, world_size: int = 1,
-                 seed: int = EVAL_SEED, progress: bool = False) -> dict[str, float]:
+                 seed: int = EVAL_SEED, progress: bool = False, critic: torch.nn.Module | None = None) -> dict[str, float]:
         """The metrics due at evaluation number `index` (None: every registered one) of G_ema,
-        plus `eval_s`, the seconds this took (generation, features, gather, metrics)."""
+        the probe's signals of `critic` (D, unwrapped from DDP) when given, plus `eval_s`, the
+        seconds this took (generation, features, gather, metrics)."""
         t0 = time.perf_counter()
         latent = self.latent or Latent(generator.z_dim)
         z, y = fixed_latents(self.n, latent, generator.num_classes, seed)
@@ -101,6 +144,8 @@ class Evaluator:
                 coded = CodedGenerator(generate, latent, generator.num_classes,
                               self.classify if self.detector.has_classes else None)
             metrics = self.metrics(feats, preds, index, coded)
+            if self.probe is not None and critic is not None:
+                metrics.update(self.probe(critic, generator.num_classes > 0, self.batch))
         generator.train(was_training)
         metrics = broadcast_object(metrics)
         return {**metrics, "eval_s": time.perf_counter() - t0}
@@ -115,6 +160,6 @@ class Evaluator:
         if not torch.isfinite(feats).all():
             return {self.fd_key: DIVERGED_FD, "diverged": 1.0}
         inputs = registry.Inputs(feats, preds, self.real, self.detector.name, self.detector.has_classes, self.mixture,
-                                 coded)
+                                 coded, self.bootstrap)
         return {**registry.compute(inputs, registry.due(self.schedule, index)), "diverged": 0.0}
 

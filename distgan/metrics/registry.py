@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from distgan.metrics.control import CodedGenerator, controllability
-from distgan.metrics.frechet import feature_stats, frechet_distance
+from distgan.metrics.frechet import bootstrap_se, feature_stats, frechet_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.modes import class_coverage, mixture_coverage
 from distgan.metrics.prdc import prdc
@@ -65,11 +65,17 @@ class Inputs:
     mixture: tuple[np.ndarray, float] | None
     coded: CodedGenerator | None = None
     """G to render code sweeps with (image models with InfoGAN codes only)."""
+    bootstrap: int = 0
+    """Resamples for the distance's standard error (`<fd>_se`); 0: not measured."""
 
 
 def _fd(i: Inputs) -> dict[str, float]:
     mu, sigma = feature_stats(i.fake)
-    return {fd_name(i.detector, len(i.fake)): frechet_distance(mu, sigma, i.real.mu, i.real.sigma)}
+    name = fd_name(i.detector, len(i.fake))
+    out = {name: frechet_distance(mu, sigma, i.real.mu, i.real.sigma)}
+    if i.bootstrap > 1:
+        out[f"{name}_se"] = bootstrap_se(i.fake, i.real.mu, i.real.sigma, i.bootstrap)
+    return out
 
 
 def _kd(i: Inputs) -> dict[str, float]:
