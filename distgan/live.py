@@ -16,6 +16,7 @@ import ray.tune
 from distgan import storage
 from distgan.progress import REPLAYED, STATUS_FILE, format_duration, format_eval, render
 from distgan.trial import describe_change, exploit_run, read_lineage
+from distgan.watch import read_reasons
 
 
 class TrialTable(ray.tune.Callback):
@@ -47,6 +48,9 @@ class TrialTable(ray.tune.Callback):
         if self.fd_key in result:
             row["best"] = min(row["best"], float(result[self.fd_key]))
             row["step"] = int(result.get("step", 0))
+            row["last"] = float(result[self.fd_key])  # the signals of its latest evaluation
+            row.update({k: float(result[v]) for k, v in (("se", f"{self.fd_key}_se"), ("r_t", "r_t"),
+                                                          ("d_gap", "d_gap")) if v in result})
             evals = int(result.get("evals", 0))
             if not result.get(REPLAYED) and evals > row["evals"]:
                 self.new_evals += evals - row["evals"]
@@ -71,7 +75,9 @@ class TrialTable(ray.tune.Callback):
         row = self._row(trial)
         row["state"] = "TERMINATED"
         if not row["stop_reason"]:
-            row["stop_reason"] = "completed" if row["evals"] >= self.per_trial else "scheduler"
+            stopped = read_reasons(self.experiment_dir).get(trial.trial_id) if row["evals"] < self.per_trial else None
+            row["stop_reason"] = ("completed" if row["evals"] >= self.per_trial
+                                  else stopped["reason"] if stopped else "scheduler")
         self.changed = True
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -17,10 +17,13 @@ STATUS_FILE = "status.json"
 
 
 def format_eval(metrics: dict, fd_key: str) -> str:
-    parts = [f"step {int(metrics['step'])}", f"{fd_key} {metrics[fd_key]:.3f}",
+    se = f" +-{metrics[f'{fd_key}_se']:.2g}" if f"{fd_key}_se" in metrics else ""
+    parts = [f"step {int(metrics['step'])}", f"{fd_key} {metrics[fd_key]:.3f}{se}",
              f"D(x) {metrics.get('d_real', float('nan')):.3f}", f"D(G(z)) {metrics.get('d_fake', float('nan')):.3f}"]
     if "r_t" in metrics:
         parts.append(f"r_t {metrics['r_t']:.2f}")
+    if "d_gap" in metrics:
+        parts.append(f"d_gap {metrics['d_gap']:+.2f}")
     if "aug_p" in metrics:
         parts.append(f"aug p {metrics['aug_p']:.2f}")
     for key in ("classes_covered", "modes_covered"):
@@ -48,11 +51,13 @@ def format_duration(seconds: float) -> str:
 def render(status: dict[str, Any]) -> list[str]:
     """The table of a status dict (what status.json holds)."""
     key = status["metric"]
-    rows = [["trial", "state", "step", "evals", f"best {key}", "stop"]]
+    rows = [["trial", "state", "step", "evals", f"best {key}", "last (+-se)", "r_t", "d_gap", "stop"]]
     for t in status["trials"]:
         best = t.get("best")
+        last = f"{t['last']:.3f}" + (f" +-{t['se']:.2g}" if "se" in t else "") if "last" in t else "-"
         rows.append([t["trial_id"], t["state"], str(t.get("step", "-")), f"{t.get('evals', 0)}/{status['evals_per_trial']}",
-                     f"{best:.3f}" if isinstance(best, (int, float)) and math.isfinite(best) else "-",
+                     f"{best:.3f}" if isinstance(best, (int, float)) and math.isfinite(best) else "-", last,
+                     f"{t['r_t']:.2f}" if "r_t" in t else "-", f"{t['d_gap']:+.2f}" if "d_gap" in t else "-",
                      t.get("stop_reason", "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -30,6 +30,9 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
     evaluation), evaluations, stop reason, the best checkpoint's URI, and where its runs
     spooled what MLflow missed; with a second objective, its value at the best checkpoint
     and whether the trial is on the Pareto front."""
+    from distgan.watch import read_reasons
+
+    stopped = read_reasons(experiment_dir) if experiment_dir else {}  # the watch scheduler's decisions
     rows = []
     for r in results:
         df = r.metrics_dataframe
@@ -45,12 +48,14 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
             reason = reason or ("completed" if evals >= max_evals else "scheduler")
         best = df.loc[df[fd_key].idxmin()] if has else None
         trial_id = trial_of(r, df)
+        if reason == "scheduler" and trial_id in stopped:
+            reason = stopped[trial_id]["reason"]
         runs = sorted(set(df["run_name"].dropna())) if has and "run_name" in df else [f"trial-{trial_id}"]
         rows.append({
             "trial_id": trial_id,
             "best": float(best[fd_key]) if best is not None else math.inf,
             "best_step": int(best["step"]) if best is not None else -1,
-            "evals": evals, "stop_reason": reason,
+            "evals": evals, "stop_reason": reason, "stop_why": stopped.get(trial_id, {}).get("why", ""),
             "checkpoint": str(best.get(CHECKPOINT_URI, "") or "") if best is not None else "",
             "error_file": storage.join(r.path, "error.txt") if r.error is not None else "",
             "params": made_by(best.get(CHECKPOINT_URI) if best is not None else None, dict(r.config)),
@@ -141,12 +146,13 @@ def write_csv(rows: list[dict], path: Path, param_keys: list[str], objective: Ob
     two = [objective.at_best, "pareto"] if objective else []
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial_id", "best", "best_step", *two, "evals", "stop_reason", "checkpoint", "error_file",
-                    *param_keys])
+        w.writerow(["trial_id", "best", "best_step", *two, "evals", "stop_reason", "stop_why", "checkpoint",
+                    "error_file", *param_keys])
         for row in rows:
             second = [row["second"], row["pareto"]] if objective else []
             w.writerow([row["trial_id"], row["best"], row["best_step"], *second, row["evals"], row["stop_reason"],
-                        row["checkpoint"], row["error_file"], *(row["params"].get(k, "") for k in param_keys)])
+                        row["stop_why"], row["checkpoint"], row["error_file"],
+                        *(row["params"].get(k, "") for k in param_keys)])
     return path
 
 

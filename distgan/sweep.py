@@ -32,7 +32,7 @@ def lineage_fixed(key: str) -> bool:
     parametrization, a width resizes) or what its numbers mean, so the donor's state would
     not fit. Drawn once per trial, then inherited with the donor's state."""
     return key.startswith(FIXED_ON_RESUME) and key not in KEEP_TENSORS
-SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
+SCHEDULERS = ("watch", "asha", "hyperband", "median", "pbt", "pb2", "none")
 POPULATION = ("pbt", "pb2")  # schedulers that move state between trials (Tune checkpoints)
 #: What a second objective may be, and what the run must compute for it (its stem; the
 #: precision/recall family carries the feature space in its logged name, e.g. recall_lenet2k).
@@ -134,6 +134,21 @@ class SchedulerSpec:
     """pbt/pb2: decide once every trial has reached the interval (the early ones pause), not
     against the others' last decision points: for a small population running side by side,
     where an asynchronous decision compares a trial with one an interval behind it."""
+    patience: int = 3
+    """watch: evaluations without an improvement beyond the noise before a trial has plateaued (0: never)."""
+    noise: float = 2.0
+    """watch: d_overfit and dominated need the distance worse by this many combined standard errors."""
+    plateau_noise: float = 1.0
+    """watch: an improvement beyond this many combined standard errors is progress."""
+    overfit_r: float = 0.6
+    """watch: the r_t = E sign D(x_real) above which D is too sure of the reals."""
+    gap_rise: float = 0.05
+    """watch: how far d_gap must have opened (above its lowest) to count as D overfitting."""
+
+    def rules(self):
+        from distgan.stopping import WatchRules
+
+        return WatchRules(self.patience, self.noise, self.plateau_noise, self.overfit_r, self.gap_rise)
 
     def validate(self, where: str) -> "SchedulerSpec":
         if self.kind not in SCHEDULERS:
@@ -141,7 +156,11 @@ class SchedulerSpec:
         checks = [("grace_period", self.grace_period >= 1, ">= 1"), ("reduction_factor", self.reduction_factor >= 2, ">= 2"),
                   ("perturbation_interval", self.perturbation_interval >= 1, ">= 1"),
                   ("quantile_fraction", 0 < self.quantile_fraction <= 0.5, "in (0, 0.5]"),
-                  ("resample_probability", 0 <= self.resample_probability <= 1, "in [0, 1]")]
+                  ("resample_probability", 0 <= self.resample_probability <= 1, "in [0, 1]"),
+                  ("patience", self.patience >= 0 and float(self.patience).is_integer(), "a whole number >= 0"),
+                  ("noise", self.noise >= 0, ">= 0"), ("plateau_noise", self.plateau_noise >= 0, ">= 0"),
+                  ("overfit_r", -1 <= self.overfit_r <= 1, "in [-1, 1]"),
+                  ("gap_rise", 0 <= self.gap_rise <= 2, "in [0, 2]")]
         if not isinstance(self.synch, bool):
             raise ConfigError(f"{where}scheduler.synch: {self.synch!r} is invalid, expected true or false")
         for key, ok, expected in checks:
@@ -188,6 +207,10 @@ class Sweep:
 
     def param(self, key: str) -> Param:
         return next(p for p in self.params if p.key == key)
+
+    def log_keys(self) -> tuple[str, ...]:
+        """The continuous keys PB2 explores in log space."""
+        return tuple(p.key for p in self.params if p.dist == "loguniform" and not lineage_fixed(p.key))
 
     def bounds(self) -> dict[str, list[float]]:
         """PB2's search box: it models only continuous keys (the choices come from the donor)."""

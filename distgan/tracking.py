@@ -37,6 +37,7 @@ DEFAULT_STORE = "outputs/mlflow.db"
 PARENT = "mlflow.parentRunId"
 KIND, JOB, TRIAL, RUN_DIR = "distgan.kind", "distgan.job", "distgan.trial_id", "distgan.run_dir"
 STOP_REASON, BEST_CHECKPOINT, BEST_TRIAL, DATA_DIR = "stop_reason", "best_checkpoint", "best_trial_id", "data_dir"
+STOP_WHY = "stop_why"  # the watch scheduler's reading behind a stop
 DISTANCE, LINEAGE, STUDY = "distance_metric", "lineage", "optuna_study"
 OBJECTIVES, PARETO, BEST_PARAMS = "objectives", "pareto", "best_params"  # a two-objective job's "fd_lenet2k:min,info_rho:max" and front
 TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as run tags
@@ -44,7 +45,7 @@ TAGGED = (STOP_REASON, "worker_nodes")  # an evaluation's text fields, kept as r
 BEST = "fd_best"  # a trial's (and a job's) lowest Fréchet distance, the objective
 LEGACY_BEST = "best_fid"  # what runs logged before metric names carried their feature space
 RAY_JOB_ENV = "DISTGAN_RAY_JOB_ID"  # set by `distgan submit` to the Ray job's submission id
-FINAL_STATUS = {"error": "FAILED", "scheduler": "KILLED"}  # any other stop reason: FINISHED
+FINAL_STATUS = {"error": "FAILED", "scheduler": "KILLED", "dominated": "KILLED"}  # any other stop reason: FINISHED
 PROBE_TIMEOUT_S = 5
 CALL_TIMEOUT_S = 10
 RECONNECT_S = float(os.environ.get("DISTGAN_MLFLOW_RECONNECT_S", "600"))
@@ -394,6 +395,8 @@ def close_job(c, exp_id: str, parent_id: str, rows: list[dict[str, Any]], files:
         for spool in (spools or {}).get(row["trial_id"], []):
             RunLog(c.tracking_uri, run_id, spool).replay(c)
         c.set_tag(run_id, STOP_REASON, row["stop_reason"])
+        if row.get("stop_why"):
+            c.set_tag(run_id, STOP_WHY, row["stop_why"][:5000])
         if row["checkpoint"]:
             c.set_tag(run_id, BEST_CHECKPOINT, row["checkpoint"])
             # the searched values that made it (a PBT trial's params are those it started with)

@@ -222,10 +222,15 @@ def _explore_within(params: list[sweep.Param]):
     return explore
 
 
-def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int, distance: str):
+def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int, distance: str, experiment_dir: str = ""):
     """The job's scheduler. PBT and PB2 rank trials on `distance`, the current evaluation's
     (what the checkpoint an exploit copies holds), not on fd_best: a trial that peaked and
-    decayed would keep its rank and hand out its worse state."""
+    decayed would keep its rank and hand out its worse state. watch keeps its decisions in
+    `experiment_dir`."""
+    if s.kind == "watch":
+        from distgan.watch import WatchScheduler
+
+        return WatchScheduler(distance, max_t, experiment_dir, s.rules(), s.grace_period, s.reduction_factor)
     if s.kind == "asha":
         return AsyncHyperBandScheduler(time_attr=EVALS, max_t=max_t, grace_period=s.grace_period,
                                        reduction_factor=s.reduction_factor)
@@ -248,7 +253,8 @@ def build_scheduler(s: sweep.SchedulerSpec, found: sweep.Sweep, max_t: int, dist
         from distgan.population import ResumablePB2  # imports scikit-learn: only when asked for
 
         return ResumablePB2(time_attr=EVALS, metric=distance, mode="min", perturbation_interval=s.perturbation_interval,
-                            hyperparam_bounds=found.bounds(), quantile_fraction=s.quantile_fraction, synch=s.synch)
+                            hyperparam_bounds=found.bounds(), log_keys=found.log_keys(),
+                            quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 
 
@@ -293,7 +299,8 @@ def build_tuner(job: JobSpec, found: sweep.Sweep, ctx: TrialContext, restore: bo
         # a population scheduler names its own metric (the current distance); Tune refuses a second
         tune_config=ray.tune.TuneConfig(**({} if s.kind in sweep.POPULATION else {"metric": OBJECTIVE, "mode": "min"}),
                                         num_samples=job.trials, search_alg=search,
-                                        scheduler=build_scheduler(s, found, evals_budget(base), fd_key(base))),
+                                        scheduler=build_scheduler(s, found, evals_budget(base), fd_key(base),
+                                                                  job.experiment_dir)),
         run_config=ray.tune.RunConfig(name=job.name, storage_path=path if remote else job.storage,
                                       storage_filesystem=fs if remote else None, stop=StopReasonStopper(evals_budget(base)),
                                       failure_config=ray.tune.FailureConfig(max_failures=0), checkpoint_config=keep,

@@ -1,4 +1,4 @@
-"""Tuning on a real local Ray with real Optuna: sampling, ASHA, stoppers, errors, the live
+"""Tuning on a real local Ray with real Optuna: sampling, the watch scheduler, ASHA, stoppers, errors, the live
 table and the study on disk, Ctrl-C and resume, exit codes."""
 
 import json
@@ -49,7 +49,7 @@ SPACE = {
 }
 # the whole sweep in the file: the command line gives no trial count, steps or scheduler
 BUDGET = {"budget": {"trials": 5, "steps": 400, "eval_every": 100},
-          "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2}}
+          "scheduler": {"kind": "watch", "grace_period": 1, "reduction_factor": 2}}
 
 
 def _space(tmp_path, start, **extra):
@@ -69,8 +69,8 @@ def _tune_args(space, storage, name, mlflow_uri, experiment, *extra):
 @pytest.mark.timeout(900)
 def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlflow_server, tmp_path, capsys):
     space = _space(tmp_path, [GOOD, SLOW, DIVERGING, CRASHING], **BUDGET)
-    # one trial at a time: ASHA judges each trial at a rung against the finished ones (with trials side
-    # by side, the first to reach a rung always goes on), so the slow one meets the good one's numbers
+    # one trial at a time: watch (as ASHA) judges each trial at a rung against the finished ones (with
+    # trials side by side, the first to reach a rung always goes on), so the slow one meets the good one's numbers
     assert main(_tune_args(space, tmp_path, "job", mlflow_server, "tune-five", "--max-concurrent", "1")) == 0
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "job" / "trials.csv")
@@ -80,11 +80,14 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     crashed = table[table["stop_reason"] == "error"]
     assert 2.0e-3 in crashed["optim.lr_g"].round(9).tolist() and (crashed["train.batch_size"] == 20000).all()
     assert all(Path(f).is_file() for f in crashed["error_file"])
-    assert "rows x 1 workers: more than the data set's 8000" in Path(crashed["error_file"].iloc[0]).read_text()
+    assert "rows x 1 workers: more than the data set's 7600" in Path(crashed["error_file"].iloc[0]).read_text()
     assert diverging["stop_reason"] == "diverged" and diverging["evals"] == 1
     assert good["evals"] == 4 and math.isfinite(good["best"])  # the file's steps / eval_every
-    # ASHA (the file's scheduler) stopped the slow-learning trial at a rung, before its budget
-    assert slow["stop_reason"] == "scheduler" and slow["evals"] < 4
+    # watch (the file's scheduler) stopped the slow-learning trial at a rung, before its budget, as
+    # worse than the rung's cutoff by more than the noise of the two distances, and says so
+    assert slow["stop_reason"] == "dominated" and slow["evals"] < 4
+    assert "against the rung's top 1/2 cutoff" in slow["stop_why"] and "stopped at evaluation" in out
+    assert good["stop_reason"] == "completed" and pd.isna(good["stop_why"])
     starts = (1e-3, 1e-6, 50.0, 2e-3)
     (row,) = [r for _, r in table.iterrows() if round(r["optim.lr_g"], 9) not in starts]
     # Optuna's TPE drew the fifth trial from the space, after the four starting points
@@ -109,10 +112,14 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     # each trial's MLflow child run ended as the trial really did
     runs, parent = _child_runs(mlflow_server, "tune-five")
     assert len(runs) == 5
-    assert parent.data.params["scheduler"] == "asha" and parent.data.params["trials"] == "5"
+    assert parent.data.params["scheduler"] == "watch" and parent.data.params["trials"] == "5"
     assert parent.data.tags[tracking.STUDY].endswith(STUDY_FILE)
     status = {round(float(r.data.params["optim.lr_g"]), 9): r for r in runs}
-    assert status[1e-6].info.status == "KILLED" and status[1e-6].data.tags["stop_reason"] == "scheduler"
+    assert status[1e-6].info.status == "KILLED" and status[1e-6].data.tags["stop_reason"] == "dominated"
+    assert status[1e-6].data.tags[tracking.STOP_WHY] == slow["stop_why"]
+    # the signals of every evaluation are in MLflow: the distance's noise, r_t and D's held-out gap
+    logged = set(status[1e-3].data.metrics)
+    assert {"fd_coords2k_se", "r_t", "r_train", "r_held", "d_gap"} <= logged, logged
     assert status[2e-3].info.status == "FAILED" and status[2e-3].data.tags["stop_reason"] == "error"
     assert status[50.0].info.status == "FINISHED" and status[50.0].data.tags["stop_reason"] == "diverged"
     assert status[1e-3].info.status == "FINISHED" and status[1e-3].data.tags["stop_reason"] == "completed"
@@ -265,6 +272,48 @@ def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anyth
     with pytest.raises(ConfigError, match=r"choices.yaml: pb2 needs at least one continuous .*--scheduler asha"):
         tuning.new_job(presets.ring8(), str(choices), 2, str(tmp_path / "jobs"), "j", {}, 0, "ring8")
     assert sorted(tmp_path.rglob("*")) == before  # refused before the job directory or the data exist
+
+
+def test_pb2_explores_a_loguniform_key_across_its_decades(recwarn):
+    """PB2's GP bandit in log10 for loguniform keys: given the same history, its proposals of a
+    learning rate in 5e-5..1e-3 reach its lowest decade fraction (below 1e-4: 5 % of the box
+    linearly, 23 % of it in log space), where linear PB2 hardly ever goes."""
+    import numpy as np
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from distgan.population import ResumablePB2
+
+    core = sweep.load("tune_spaces/dcgan-core.yaml", presets.mnist())
+    assert set(core.log_keys()) == {"optim.lr_g", "optim.lr_d"}
+    assert build_scheduler(sweep.SchedulerSpec(), core, 8, "fd_lenet2k")._log_keys == core.log_keys()
+
+    def proposals(log_keys: tuple[str, ...]) -> np.ndarray:
+        out = []
+        for seed in range(12):
+            rng = np.random.default_rng(seed)
+            np.random.seed(seed)  # PB2's acquisition restarts draw from numpy's global generator
+            pb2 = ResumablePB2(time_attr=EVALS, metric="fd", mode="min", perturbation_interval=1,
+                               hyperparam_bounds={"lr": [5e-5, 1e-3]}, log_keys=log_keys)
+            trials = [Trial("__fake", config={"lr": float(v)}, stub=True)
+                      for v in 10 ** rng.uniform(math.log10(5e-5), -3, 4)]
+            for t in trials:
+                pb2._trial_state[t] = _PBTTrialState(t)
+            for clock in (1, 2, 3):
+                for t in trials:
+                    pb2._save_trial_state(pb2._trial_state[t], clock, {EVALS: clock, "fd": float(rng.uniform(10, 100)),
+                                                                       "training_iteration": clock}, t)
+            if log_keys:  # the GP's history holds the logs of what the trials ran with
+                assert np.allclose(10 ** pb2.data["lr"].to_numpy()[-4:], [t.config["lr"] for t in trials])
+            before = dict(trials[1].config)
+            new, _ = pb2._get_new_config(trials[0], trials[1])
+            assert trials[1].config == before  # the donor's config is left as it was
+            out.append(new["lr"])
+        return np.array(out)
+
+    in_log, linear = proposals(("lr",)), proposals(())
+    assert ((5e-5 <= in_log) & (in_log <= 1e-3)).all()
+    assert (in_log < 1e-4).mean() >= 0.15 and (linear < 1e-4).mean() <= 0.1, (in_log, linear)
 
 
 def test_shipped_spaces_validate_and_concurrency_follows_resources():

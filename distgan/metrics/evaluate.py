@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from distgan.config import RunConfig
 from distgan.data.prepare import mixture_modes
@@ -41,9 +42,11 @@ PROBE_ROWS = 500
 @dataclass
 class CriticProbe:
     """D on training reals against reals it never saw (the held-out split), without
-    augmentation: r = E sign D(x) on each, and their gap. A D that memorizes its training set
-    calls those real and the held-out ones less so (Karras et al. 2020, Fig. 1; BigGAN §4.2):
-    a rising `d_gap` is training on now hurting, whatever the loss reads."""
+    augmentation. A D that memorizes its training set scores those above the unseen ones
+    (Karras et al. 2020, Fig. 1; BigGAN §4.2): `d_gap` = 2·AUC − 1 of its scores, training
+    against held-out (0: it cannot tell them apart, 1: every training real above every
+    held-out one), rank-based, so a shift of all of D's outputs moves it not at all. Also
+    r = E sign D(x) on each (`r_train`, `r_held`), ADA's heuristic on fixed reals."""
     train: tuple[torch.Tensor, torch.Tensor]
     held: tuple[torch.Tensor, torch.Tensor]
 
@@ -62,14 +65,19 @@ class CriticProbe:
         was_training = critic.training
         critic.eval()  # spectral norm's power iteration and BatchNorm's statistics stay as they are
 
-        def r(x: torch.Tensor, y: torch.Tensor) -> float:
-            signs = [torch.sign(critic(x[i:i + batch], y[i:i + batch] if conditional else None).float()).flatten()
-                     for i in range(0, len(x), batch)]
-            return float(torch.cat(signs).mean())
+        def scores(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+            return torch.cat([critic(x[i:i + batch], y[i:i + batch] if conditional else None).float().flatten()
+                              for i in range(0, len(x), batch)]).cpu().double().numpy()
 
-        r_train, r_held = r(*self.train), r(*self.held)
+        trained, unseen = scores(*self.train), scores(*self.held)
         critic.train(was_training)
-        return {"r_train": r_train, "r_held": r_held, "d_gap": r_train - r_held}
+        if not (np.isfinite(trained).all() and np.isfinite(unseen).all()):
+            return {}
+        ranks = rankdata(np.concatenate([trained, unseen]))  # ties share their average rank
+        n, k = len(trained), len(unseen)
+        auc = (ranks[:n].sum() - n * (n + 1) / 2) / (n * k)
+        return {"r_train": float(np.sign(trained).mean()), "r_held": float(np.sign(unseen).mean()),
+                "d_gap": float(2 * auc - 1)}
 
 
 def fixed_latents(n: int, latent: Latent | int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
