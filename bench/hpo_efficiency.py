@@ -1,17 +1,20 @@
-"""Which scheduler finds the better GAN for the same compute: ASHA + Optuna's TPE, PBT, PB2 and
-full-budget random search, side by side in one run, at equal compute (the same total
-training steps), over several seeds, on ring8 and on the `mnist` preset at a CPU size.
+"""Which scheduler finds the better GAN for the same compute: distgan's watch + Optuna's TPE,
+ASHA + TPE, PBT, PB2 and full-budget random search, side by side in one run, at equal compute
+(the same total training steps), over paired seeds, on ring8 and on the `mnist` preset at a CPU size.
 
-    .venv/bin/python bench/hpo_efficiency.py [--problems ring8 mnist] [--seeds 0 1 2] [--methods ...]
+    .venv/bin/python bench/hpo_efficiency.py [--problems ring8 mnist] [--seeds 0 1 2 3 4] [--methods ...]
 
 Equal compute: random search and the population methods train `--trials` trials for the
 whole budget each (PBT and PB2 spend the same steps, moving state from the best trials to
-the worst instead of stopping anyone); ASHA stops trials early, so it keeps sampling new
-trials until it has spent the same number of steps. Trials train in-process (distgan's
+the worst instead of stopping anyone; they decide synchronously here, so a seed gives one
+number, not one that depends on timing); ASHA and watch stop trials early, so they keep
+sampling new trials until they have spent the same number of steps. Trials train in-process (distgan's
 engine, loop and evaluator, one thread each; no TorchTrainer): this measures the search
 and the stopping, not the distributed trainer. Printed per problem and method: the median
 and the range over seeds of the best distance found, the evaluations (= steps / eval_every)
-used, and the wall time.
+used, and the wall time; then each method against ASHA + TPE on the same seeds: the median
+of the per-seed ratios of best distances and the two-sided Wilcoxon signed-rank p-value
+(with 5 seeds, 0.0625 is the smallest there is: every seed on one side).
 """
 
 from __future__ import annotations
@@ -52,8 +55,11 @@ PROBLEMS = {
     # name: (preset, overrides, trials, steps, eval_every)
     "ring8": ("ring8", {"data.num_points": 8000, "stop.saturation_evals": 0, "eval.num_samples": 2000}, 8, 1200, 200),
     "mnist": ("mnist", {"stop.saturation_evals": 0, "eval.num_samples": 2000}, 6, 1200, 200),
+    # 1,000 digits (800 to train on, 200 held out), trained long enough for D to overfit them
+    "mnist-small": ("mnist", {"stop.saturation_evals": 0, "eval.num_samples": 2000}, 6, 3000, 250),
 }
-METHODS = ("asha", "pbt", "pb2", "random")
+SMALL_DIGITS = 1000
+METHODS = ("watch", "asha", "pbt", "pb2", "random")
 
 
 def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool) -> None:
@@ -103,8 +109,15 @@ def run(method: str, problem: str, seed: int, tmp: str) -> dict:
     per_trial = evals_at(steps, eval_every)
     data_dir = f"{tmp}/data-{problem}"
     if not Path(data_dir).is_dir():
-        (prepare.mixture("ring8", data_dir, n=over["data.num_points"]) if preset == "ring8"
-         else prepare.mnist_embedded(data_dir))
+        if problem == "mnist-small":
+            x, y = prepare.mnist_embedded_arrays()
+            rows = prepare.shuffled_order(len(x))[:SMALL_DIGITS]
+            prepare.write_shards(data_dir, "mnist-embedded", "uint8", 10, [im.tobytes() for im in x[rows]], y[rows],
+                                 (28, 28, 1), heldout=0.2)
+        elif preset == "ring8":
+            prepare.mixture("ring8", data_dir, n=over["data.num_points"])
+        else:
+            prepare.mnist_embedded(data_dir)
     space_file = Path(tmp) / "space.yaml"
     space_file.write_text(yaml.safe_dump(SPACE))
     found = sweep.load(space_file, base)
@@ -115,15 +128,18 @@ def run(method: str, problem: str, seed: int, tmp: str) -> dict:
     tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": 2}
     param_space = None
     stopper = Budget(budget, per_trial)
-    if method == "asha":  # as many trials as the budget pays for
+    name = f"{problem}-{method}-{seed}"
+    if method in ("asha", "watch"):  # as many trials as the budget pays for
         searcher = OptunaSearch(space=functools.partial(found.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
-        tune_config.update(num_samples=10 * trials, search_alg=searcher,
-                           scheduler=AsyncHyperBandScheduler(time_attr=EVALS, max_t=per_trial, grace_period=1,
-                                                             reduction_factor=3))
+        scheduler = (AsyncHyperBandScheduler(time_attr=EVALS, max_t=per_trial, grace_period=1, reduction_factor=3)
+                     if method == "asha" else
+                     build_scheduler(sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3), found,
+                                     per_trial, fd_key(base), f"{tmp}/{name}"))
+        tune_config.update(num_samples=10 * trials, search_alg=searcher, scheduler=scheduler)
     else:
         param_space = {p.key: p.tune_domain() for p in found.params}
-        spec = sweep.SchedulerSpec(kind=method if population else "none", perturbation_interval=1)
+        spec = sweep.SchedulerSpec(kind=method if population else "none", perturbation_interval=1, synch=population)
         if population:  # PBT/PB2 rank on the current distance, their own metric (Tune refuses a second)
             del tune_config["metric"], tune_config["mode"]
         tune_config.update(num_samples=trials, search_alg=ray.tune.search.BasicVariantGenerator(random_state=seed),
@@ -131,7 +147,7 @@ def run(method: str, problem: str, seed: int, tmp: str) -> dict:
     keep = ray.tune.CheckpointConfig(num_to_keep=5) if population else None
     t0 = time.perf_counter()
     results = ray.tune.Tuner(trainable, param_space=param_space, tune_config=ray.tune.TuneConfig(**tune_config),
-                             run_config=ray.tune.RunConfig(name=f"{problem}-{method}-{seed}", storage_path=tmp,
+                             run_config=ray.tune.RunConfig(name=name, storage_path=tmp,
                                                            stop=stopper, checkpoint_config=keep, verbose=0)).fit()
     wall = time.perf_counter() - t0
     key = next(k for k in results[0].metrics_dataframe if k.startswith(("fd_", "fid")) and not k.endswith("std"))
@@ -144,7 +160,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     a = p.parse_args()
     ray.init(address="local", num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,6 +184,26 @@ def main() -> None:
                       f"{statistics.median([r['trials'] for r in runs]):>7.0f} "
                       f"{statistics.median([r['wall'] for r in runs]):>7.0f}")
                 print("         per seed: " + ", ".join(f"{r['best']:.4g}" for r in runs), flush=True)
+            if "asha" in rows:
+                print(paired(rows, "asha"), flush=True)
+
+
+def paired(rows: dict[str, list[dict]], against: str) -> str:
+    """Each method against `against` on the same seeds: the median per-seed ratio of best
+    distances (< 1: better) and the two-sided Wilcoxon signed-rank p-value."""
+    from scipy.stats import wilcoxon
+
+    base = [r["best"] for r in rows[against]]
+    lines = [f"paired against {against} (same seeds): median ratio of best distances, Wilcoxon signed-rank p"]
+    for m, runs in rows.items():
+        if m == against:
+            continue
+        best = [r["best"] for r in runs]
+        ratios = [b / a for a, b in zip(base, best)]
+        p = wilcoxon(best, base).pvalue if len(best) > 1 and best != base else 1.0
+        lines.append(f"{m:<8} ratio {statistics.median(ratios):.3f}  p {p:.3g}  per seed: "
+                     + ", ".join(f"{r:.2f}" for r in ratios))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
