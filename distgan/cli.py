@@ -17,8 +17,7 @@ import sys
 
 from distgan import console  # light: logging and warnings only
 from distgan.config import RunFailed  # light: dataclasses and yaml
-
-SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
+from distgan.sweep import SCHEDULERS  # light: the config schema
 DETECTORS = ("auto", "inception", "lenet-mnist", "coords")
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
