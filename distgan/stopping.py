@@ -77,10 +77,11 @@ def watch_reason(history: Sequence[dict[str, float]], fd_key: str, rules: WatchR
     if last.get("diverged", 0) > 0 or not fd[-1] < DIVERGED_FD:
         return "diverged", f"{fd_key} {fd[-1]:.4g}"
     best = min(range(len(fd)), key=fd.__getitem__)
-    gaps = [h["d_gap"] for h in history if "d_gap" in h]
     if best < len(fd) - 1 and "d_gap" in last and "d_gap" in history[best]:
-        opened = last["d_gap"] - min(gaps)  # D tells the reals it trains on from unseen ones, more than it did
-        if (last.get("r_t", 0.0) > rules.overfit_r and opened > rules.gap_rise and last["d_gap"] >= history[best]["d_gap"] - rules.gap_rise
+        gaps = [h["d_gap"] for h in history if "d_gap" in h]
+        opened = last["d_gap"] - min(gaps) > rules.gap_rise  # D tells its reals from unseen ones, more than it did
+        still_open = last["d_gap"] >= history[best]["d_gap"] - rules.gap_rise
+        if (last.get("r_t", 0.0) > rules.overfit_r and opened and still_open
                 and fd[-1] - fd[best] > margin(se[-1], se[best], rules.noise)):
             return "d_overfit", (f"r_t {last['r_t']:.2f} > {rules.overfit_r}, d_gap {min(gaps):.2f} -> "
                                  f"{last['d_gap']:.2f} ({history[best]['d_gap']:.2f} at the best), {fd_key} "
@@ -104,8 +105,7 @@ def dominated(value: float, se: float, recorded: Sequence[tuple[float, float]], 
     other trials `recorded` there, by more than the combined noise."""
     if not recorded:
         return ""
-    values = sorted(v for v, _ in recorded)
-    cutoff = float(np.percentile(values, 100 / reduction_factor))
+    cutoff = float(np.percentile([v for v, _ in recorded], 100 / reduction_factor))
     near = min(recorded, key=lambda r: abs(r[0] - cutoff))
     if value > cutoff + margin(se, near[1], z):
         return f"best {value:.4g} (+-{se:.2g}) against the rung's top 1/{reduction_factor} cutoff {cutoff:.4g}"

@@ -13,7 +13,6 @@ judges as the first one did.
 from __future__ import annotations
 
 import json
-import math
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -43,9 +42,9 @@ class WatchScheduler(FIFOScheduler):
         self.fd_key, self.se_key, self.max_t = fd_key, f"{fd_key}_se", max_t
         self.experiment_dir, self.rules = experiment_dir, rules
         self.grace_period, self.reduction_factor = grace_period, reduction_factor
-        self.rungs_at = [grace_period * reduction_factor ** k
-                         for k in range(int(math.log(max(max_t, 1), reduction_factor)) + 1)
-                         if grace_period * reduction_factor ** k < max_t]
+        self.rungs_at = []  # grace·rf^k below the budget (no float log: log(1000, 10) is 2.9999999999999996)
+        while grace_period * reduction_factor ** len(self.rungs_at) < max_t:
+            self.rungs_at.append(grace_period * reduction_factor ** len(self.rungs_at))
         self.reasons: dict[str, dict] | None = None  # read on first use: a restored Tuner unpickles this
         self.rungs: dict[str, dict[str, list[float]]] = {}  # object as it was when the job started
         self.histories: dict[str, list[dict]] = {}
