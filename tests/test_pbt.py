@@ -99,9 +99,9 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
     for key in ("optim.lr_g", "optim.lr_d"):  # explore stays within the space's bounds
         assert 1.0e-6 <= rec["params"][key] <= 3.0e-3
     assert "lineage of the champion" in r.stdout
-    _study_sampled_and_told(exp, "pbt", table)
     # MLflow: one child per trial, none left RUNNING after the kill, the exploit on the trial's run
     with tracking.served(f"sqlite:///{db}") as url:
+        _study_sampled_and_told(exp, "pbt", table, url, "pbt")
         c = MlflowClient(url)
         exp_id = c.get_experiment_by_name("pbt").experiment_id
         (parent,) = c.search_runs([exp_id], f"tags.`{tracking.KIND}` = 'tuning-job'")
@@ -148,10 +148,10 @@ def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session,
                               f"tags.`{tracking.KIND}` = 'tuning-job'")
     assert parent.data.params["scheduler"] == "pb2"
     assert parent.data.tags[tracking.STUDY].endswith("optuna.journal")
-    _study_sampled_and_told(exp, "pb2", pd.read_csv(exp / "trials.csv"))
+    _study_sampled_and_told(exp, "pb2", pd.read_csv(exp / "trials.csv"), mlflow_server, "pb2-default")
 
 
-def _study_sampled_and_told(exp, name: str, table) -> None:
+def _study_sampled_and_told(exp, name: str, table, mlflow_uri: str, experiment: str) -> None:
     """A population job's Optuna study: it drew each trial's starting point (the space's start
     points first) and was told each trial's best distance, also across a SIGKILL and resume."""
     study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(exp / "optuna.journal"))))
@@ -160,9 +160,14 @@ def _study_sampled_and_told(exp, name: str, table) -> None:
     best = {report.trial_index(t): b for t, b in zip(table["trial_id"], table["best"])}
     for t in study.trials:
         assert t.value == pytest.approx(best[t.number])
-    # Tune's trial k started from Optuna's trial k: its first result's config (params.json is
-    # rewritten by an exploit)
-    for results in exp.glob("trial_driver_*/result.json"):
-        index = int(results.parent.name.split("_")[3])  # trial_driver_<prefix>_<NNNNN>_...
-        started = json.loads(results.read_text().splitlines()[0])["config"]
-        assert {k: started[k] for k in study.trials[index].params} == pytest.approx(study.trials[index].params)
+    # Tune's trial k started from Optuna's trial k: the params of its MLflow run are those it
+    # started with (Ray's result.json is no record of that: a trial restored from a checkpoint
+    # gets the driver's last synced copy of it, which may predate its first result)
+    c = MlflowClient(mlflow_uri)
+    exp_id = c.get_experiment_by_name(experiment).experiment_id
+    runs = c.search_runs([exp_id], f"tags.`{tracking.KIND}` = 'trial'")
+    assert len(runs) == len(study.trials)
+    for run in runs:
+        trial = study.trials[report.trial_index(run.data.tags[tracking.TRIAL])]
+        started = {k: float(run.data.params[k]) for k in trial.params}
+        assert started == pytest.approx(trial.params)
