@@ -1,22 +1,22 @@
-"""Pictures a person looks at: sample grids (images or 2-D scatter) as PNG files."""
+"""Pictures a person looks at: sample grids (images or 2-D scatter) as PNG files.
+
+matplotlib and torchvision are imported where a picture is drawn: every Ray Train worker
+and controller imports this module, and the two cost ~3 s of CPU at each import."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from distgan.latent import Latent, vary_latents  # noqa: E402
+from distgan.latent import Latent, vary_latents
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """Images in [-1, 1]; `nrow` images per row (class-ordered grids pass images per class)."""
+    from torchvision.utils import save_image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nrow = nrow or max(1, int(math.sqrt(len(images))))
@@ -25,6 +25,11 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
 
 
 def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)

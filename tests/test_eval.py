@@ -92,3 +92,32 @@ def test_an_inception_run_logs_fid_and_a_lenet_run_never_does(mlflow_server, mni
     assert "fd_lenet20" in lenet and not any(k.startswith(("fid", "kid")) for k in lenet)
     assert "fid20" in inception and not any(re.match(r"(fd|kd)_[a-z]+\d", k) for k in inception)
     assert "fd_best" in inception  # the objective's name is the same for every feature space
+
+
+def test_critic_probe_reads_the_order_of_ds_scores_as_2_auc_minus_1():
+    """d_gap is 2 AUC - 1 of D's scores, training against held-out reals (scipy's rank-sum
+    AUC, ties counting half), and a shift of all of D's outputs does not move it."""
+    from scipy.stats import rankdata
+
+    from distgan.metrics.evaluate import CriticProbe
+
+    class Score(torch.nn.Module):  # D(x) = the one pixel's value + an offset
+        def __init__(self, offset: float):
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x, y=None):
+            return x.flatten(1)[:, 0] + self.offset
+
+    rng = np.random.default_rng(0)
+    train = np.round(rng.normal(0.4, 1.0, 300), 1)  # rounded: ties between the sets
+    held = np.round(rng.normal(0.0, 1.0, 300), 1)
+    probe = CriticProbe(*((torch.tensor(v).view(-1, 1, 1, 1), torch.zeros(len(v), dtype=torch.long))
+                          for v in (train, held)))
+    ranks = rankdata(np.concatenate([train, held]))
+    auc = (ranks[:300].sum() - 300 * 301 / 2) / 300 ** 2
+    out = probe(Score(0.0), conditional=False, batch=64)
+    assert out["d_gap"] == pytest.approx(2 * auc - 1) and 0.1 < out["d_gap"] < 0.4
+    assert out["r_train"] == pytest.approx(np.sign(train).mean())
+    shifted = probe(Score(-3.0), conditional=False, batch=64)
+    assert shifted["d_gap"] == pytest.approx(out["d_gap"]) and shifted["r_train"] < -0.9
