@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from distgan.data.reader import load_all
 from distgan.metrics import detectors, registry
-from distgan.metrics.frechet import bootstrap_se, feature_stats, frechet_distance
+from distgan.metrics.frechet import bootstrap_se, feature_stats, features_distance, frechet_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.registry import protocol
 from distgan.metrics.stats import RealStats, real_stats
@@ -65,6 +65,24 @@ def test_singular_covariances_stay_real_and_finite(digits, lenet):
         frechet_distance(s1[0] * np.nan, s1[1], *s2)
     with pytest.raises(ValueError, match="at least 2"):
         feature_stats(feats[:1])
+
+
+def test_the_distance_from_features_is_the_distance_of_their_statistics_below_and_above_n_d():
+    """features_distance factors a low-rank covariance through the features themselves (an
+    N x N solve when N <= D): the same number as frechet_distance on their statistics, and a
+    resample's weights are its vectors repeated."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 64, generator=gen, dtype=torch.float64) * 1.3 + 0.2
+    mu, sigma = feature_stats(real)
+    for n in (20, 64, 300):  # fewer, as many, more samples than dimensions
+        fake = torch.randn(n, 64, generator=gen, dtype=torch.float64)
+        assert features_distance(fake, mu, sigma) == pytest.approx(frechet_distance(*feature_stats(fake), mu, sigma),
+                                                                   rel=1e-6)
+        w = torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)  # a resample: sum w = N
+        expected = frechet_distance(*feature_stats(fake.repeat_interleave(w, dim=0)), mu, sigma)
+        assert features_distance(fake, mu, sigma, w) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="disagree in shape"):
+        features_distance(torch.randn(10, 32, dtype=torch.float64), mu, sigma)
 
 
 def test_fid_of_halves_is_small_and_rises_with_noise_and_blur(digits, lenet):

@@ -21,17 +21,39 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Float64 throughout; a singular S1 (fewer samples than dimensions) is factored through
     its eigendecomposition instead of Cholesky, so the result stays exact and finite."""
     mu1, sigma1, mu2, sigma2 = (_as_f64(a) for a in (mu1, sigma1, mu2, sigma2))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.numel(), mu1.numel()):
+    if sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics disagree in shape: sigma {tuple(sigma1.shape)}/{tuple(sigma2.shape)}")
+    return _distance(mu1, _psd_factor(sigma1), torch.trace(sigma1), mu2, sigma2)
+
+
+def features_distance(features, mu2, sigma2, weights: torch.Tensor | None = None) -> float:
+    """The distance of N feature vectors (each counted `weights` times: a bootstrap resample)
+    to the statistics (mu2, sigma2). With N <= D their covariance is (scaled) centred
+    features times their transpose: that D x N factor makes the eigenvalue solve N x N
+    instead of D x D (16 Inception features on a 2-core CPU: 0.007 s instead of 1.9 s)."""
+    f = _as_f64(features)
+    n, d = f.shape
+    w = torch.ones(n, dtype=f.dtype, device=f.device) if weights is None else weights.to(f)
+    mu = w @ f / n
+    scaled = (f - mu) * (w / (n - 1)).sqrt()[:, None]  # S1 = scaled^T scaled
+    if n <= d:
+        return _distance(mu, scaled.T, (scaled * scaled).sum(), mu2, sigma2)
+    sigma = scaled.T @ scaled
+    return _distance(mu, _psd_factor(sigma), torch.trace(sigma), mu2, sigma2)
+
+
+def _distance(mu1: torch.Tensor, factor: torch.Tensor, trace1: torch.Tensor, mu2, sigma2) -> float:
+    """From a factor L of S1 (L Lᵀ = S1, D x k) and tr(S1)."""
+    mu2, sigma2 = (_as_f64(a).to(factor.device) for a in (mu2, sigma2))
+    d = mu1.numel()
+    if mu2.shape != mu1.shape or sigma2.shape != (d, d) or factor.shape[0] != d:
         raise ValueError(f"statistics disagree in shape: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, "
-                         f"sigma {tuple(sigma1.shape)}/{tuple(sigma2.shape)}")
-    device = sigma1.device
-    mu2, sigma2 = mu2.to(device), sigma2.to(device)
-    factor = _psd_factor(sigma1)
+                         f"sigma ({d}, {d})/{tuple(sigma2.shape)}")
     middle = factor.T @ sigma2 @ factor
     eig = torch.linalg.eigvalsh((middle + middle.T) / 2)
     tr_covmean = eig.clamp(min=0).sqrt().sum()
     diff = mu1 - mu2
-    d2 = diff @ diff + torch.trace(sigma1) + torch.trace(sigma2) - 2 * tr_covmean
+    d2 = diff @ diff + trace1 + torch.trace(sigma2) - 2 * tr_covmean
     value = float(d2)
     if not np.isfinite(value):
         raise FloatingPointError("Fréchet distance is not finite: the statistics contain NaN or inf")
@@ -69,11 +91,6 @@ def bootstrap_se(features, mu_real, sigma_real, rounds: int, seed: int = 0) -> f
     f = _as_f64(features)
     n = len(f)
     gen = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(rounds):
-        w = torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n).to(f)
-        mu = w @ f / n
-        centred = f - mu
-        sigma = (centred.T * w) @ centred / (n - 1)
-        values.append(frechet_distance(mu, sigma, mu_real, sigma_real))
+    values = [features_distance(f, mu_real, sigma_real, torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n))
+              for _ in range(rounds)]
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

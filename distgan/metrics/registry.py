@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from distgan.metrics.control import CodedGenerator, controllability
-from distgan.metrics.frechet import bootstrap_se, feature_stats, frechet_distance
+from distgan.metrics.frechet import bootstrap_se, features_distance
 from distgan.metrics.kid import kid
 from distgan.metrics.modes import class_coverage, mixture_coverage
 from distgan.metrics.prdc import prdc
@@ -70,9 +70,8 @@ class Inputs:
 
 
 def _fd(i: Inputs) -> dict[str, float]:
-    mu, sigma = feature_stats(i.fake)
     name = fd_name(i.detector, len(i.fake))
-    out = {name: frechet_distance(mu, sigma, i.real.mu, i.real.sigma)}
+    out = {name: features_distance(i.fake, i.real.mu, i.real.sigma)}
     if i.bootstrap > 1:
         out[f"{name}_se"] = bootstrap_se(i.fake, i.real.mu, i.real.sigma, i.bootstrap)
     return out
