@@ -190,7 +190,8 @@ def _real_stats_task(cfg: RunConfig, info: DatasetInfo, cache_dir: str) -> tuple
     t0 = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     det = detectors.build(cfg.eval.detector, info.sample_shape, device=device)
-    s = stats.real_stats(info.location, det, cfg.eval.num_samples, cache_dir, allow_repeat=info.num_rows < cfg.eval.num_samples,
+    # a run's reference: a set smaller than eval.num_samples is drawn with repeats
+    s = stats.real_stats(info.location, det, cfg.eval.num_samples, cache_dir, allow_repeat=True,
                          batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
     return stats.location_of(cache_dir, s.key), s.source, time.perf_counter() - t0
 

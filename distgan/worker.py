@@ -28,7 +28,7 @@ from distgan import checkpoint, ray_internals, storage
 from distgan.config import RunConfig
 from distgan.data.prepare import mixture_modes
 from distgan.data.reader import decode_raw, epoch_batches
-from distgan.data.schema import DataError, DatasetInfo
+from distgan.data.schema import DataError, DatasetInfo, held_rows
 from distgan.distributed import all_gather_object
 from distgan.engine import GANEngine
 from distgan.loop import train
@@ -176,8 +176,13 @@ def train_loop_per_worker(config: dict) -> None:
 
 def decode_batch(batch: dict[str, np.ndarray], info: DatasetInfo) -> dict[str, np.ndarray]:
     """Ray Data map_batches: Parquet `image` bytes -> uint8 NCHW pixels (or float32 points),
-    `label` -> y. Normalization happens on the training device."""
-    return {"x": decode_raw(list(batch["image"]), info), "y": batch["label"].astype(np.int64)}
+    `label` -> y; the rows a split at read time holds out never reach training. Normalization
+    happens on the training device."""
+    images, labels = list(batch["image"]), batch["label"]
+    if info.held_at_read:
+        keep = ~held_rows(images)
+        images, labels = [b for b, k in zip(images, keep) if k], labels[keep]
+    return {"x": decode_raw(images, info), "y": labels.astype(np.int64)}
 
 
 def fault_from_env() -> dict | None:

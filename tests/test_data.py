@@ -45,6 +45,65 @@ def test_a_held_out_split_is_optional_validated_and_replaced_with_the_shards(tmp
         inspect(out)
 
 
+def _without_heldout_key(directory, rows_per_file: int | None = None) -> None:
+    """The data set as an older distgan or another tool writes it: no `heldout` in the metadata
+    (optionally re-sharded, `rows_per_file` rows per file, in reverse order)."""
+    import json
+
+    files = sorted(directory.glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    meta = dict(table.schema.metadata)
+    meta[b"distgan"] = json.dumps({k: v for k, v in json.loads(meta[b"distgan"]).items() if k != "heldout"}).encode()
+    meta.pop(b"distgan.sha256", None)
+    for f in files:
+        f.unlink()
+    if rows_per_file:
+        table = table.take(pa.array(range(table.num_rows - 1, -1, -1)))
+    step = rows_per_file or table.num_rows
+    for i in range(0, table.num_rows, step):
+        pq.write_table(table.slice(i, step).replace_schema_metadata(meta), directory / f"part-{i:05d}.parquet")
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {r.numpy().tobytes() for r in x}
+
+
+def test_a_data_set_without_a_prepared_split_is_split_as_it_is_read_the_same_on_every_road(tmp_path):
+    from distgan.metrics.evaluate import CriticProbe
+    from distgan.worker import decode_batch
+
+    out = tmp_path / "ring"
+    prepare.mixture("ring8", out, n=2000, heldout=0.0)
+    assert not inspect(out).held_at_read and len(load_all(out)[0]) == 2000  # `--heldout 0` means none
+    _without_heldout_key(out)
+    info = inspect(out)
+    assert info.held_at_read and info.heldout == () and info.num_rows == 2000
+    x, _, _ = load_all(out)
+    held, _ = load_rows(info, info.files, held=True)
+    assert len(x) + len(held) == 2000 and 60 < len(held) < 140  # 1 in 20 (binomial sd ~10)
+    assert not _rows(x) & _rows(held)
+    # the Ray Data road drops the same rows from its batches
+    table = pa.concat_tables([pq.read_table(f) for f in info.files])
+    batch = {"image": np.array(table.column("image").to_pylist(), dtype=object),
+             "label": table.column("label").to_numpy()}
+    streamed = decode_batch(batch, info)
+    assert _rows(torch.from_numpy(streamed["x"])) == _rows(x) and len(streamed["y"]) == len(x)
+    # D's overfitting is read on those rows, against training rows
+    probe = CriticProbe.read(info, torch.device("cpu"))
+    assert _rows(probe.held[0]) == _rows(held) and _rows(probe.train[0]) <= _rows(x)
+    # the reference statistics are drawn from the training rows: more than those is refused
+    from distgan.metrics import detectors, stats
+
+    coords = detectors.build("coords", (2,))
+    with pytest.raises(DataError, match=rf"n=1999 is larger than the data set's {len(x)} training rows"):
+        stats.real_stats(str(out), coords, 1999, str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()
+    # a function of each row's bytes: another sharding and order holds out the same rows
+    _without_heldout_key(out, rows_per_file=300)
+    again = inspect(out)
+    assert len(again.files) == 7 and _rows(load_rows(again, again.files, held=True)[0]) == _rows(held)
+
+
 def test_schema_is_in_the_file_metadata(mnist_dir):
     meta = pq.ParquetFile(next(mnist_dir.glob("*.parquet"))).schema_arrow.metadata
     assert b'"encoding": "uint8"' in meta[b"distgan"]

@@ -42,7 +42,7 @@ def write_shards(out: str, name: str, encoding: str, num_classes: int, images: l
     if not images:
         raise DataError(f"{out}: nothing to write (0 rows)")
     storage.make_dirs(out)
-    schema = schema_with_meta(name, encoding, num_classes)
+    schema = schema_with_meta(name, encoding, num_classes, heldout)
     order = shuffled_order(len(images))
     images, labels = [images[i] for i in order], labels[order].astype(np.int64)
     k = math.floor(len(images) * heldout)

@@ -8,15 +8,18 @@ import io
 from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from distgan.data.schema import DataError, DatasetInfo, inspect
+from distgan.data.schema import DataError, DatasetInfo, held_rows, inspect
 
 
 def decode_raw(images: list[bytes] | np.ndarray, info: DatasetInfo) -> np.ndarray:
     """One batch of `image` cells: uint8 NCHW pixels, or float32 (N, D) points."""
+    if len(images) == 0:  # a split at read time can leave none
+        return np.zeros((0, *info.sample_shape), np.float32 if info.is_points else np.uint8)
     try:
         if info.encoding == "float32":
             return np.stack([np.frombuffer(b, np.float32) for b in images]).copy()
@@ -56,14 +59,24 @@ def load_all(directory: str, raw: bool = False) -> tuple[torch.Tensor, torch.Ten
     return x, y, info
 
 
-def load_rows(info: DatasetInfo, files: tuple[str, ...], limit: int | None = None,
-              raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `limit` rows (None: all) of some of the data set's shards, in their order."""
-    try:
-        table = pq.read_table(list(files), columns=["image", "label"], filesystem=info.filesystem())
-    except OSError as e:
-        raise DataError(f"{info.location}: cannot read the shards ({e})") from None
-    table = table.slice(0, limit) if limit is not None else table
+def load_rows(info: DatasetInfo, files: tuple[str, ...], limit: int | None = None, raw: bool = False,
+              held: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` rows (None: all) of some of the data set's shards, in their order.
+    A data set split at read time gives its training rows, or with `held` its held-out ones;
+    shards are read one at a time until `limit` rows are in."""
+    tables, have = [], 0
+    for f in files:
+        if limit is not None and have >= limit:
+            break
+        try:
+            table = pq.read_table(f, columns=["image", "label"], filesystem=info.filesystem())
+        except OSError as e:
+            raise DataError(f"{info.location}: cannot read the shards ({e})") from None
+        if info.held_at_read:
+            table = table.filter(pa.array(held_rows(table.column("image")) == held))
+        tables.append(table)
+        have += table.num_rows
+    table = pa.concat_tables(tables).slice(0, limit)
     x = torch.from_numpy(decode_raw(table.column("image").to_pylist(), info))
     y = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
     return (x if raw else normalize(x)), y

@@ -2,9 +2,14 @@
 
 Columns: `image` (binary: one sample's bytes), `label` (int64, -1 when unlabelled),
 `height`, `width`, `channels` (int32). The file metadata key `distgan` holds JSON
-``{"version": 1, "encoding": "uint8"|"png"|"float32", "num_classes": K, "name": ...}``:
-`uint8` is raw HWC pixels, `png` is a PNG file, `float32` is a point's coordinates
-(height 1, width = dimension, channels 1). Readers map pixels to [-1, 1]; points are as stored.
+``{"version": 1, "encoding": "uint8"|"png"|"float32", "num_classes": K, "name": ...,
+"heldout": share}``: `uint8` is raw HWC pixels, `png` is a PNG file, `float32` is a point's
+coordinates (height 1, width = dimension, channels 1). Readers map pixels to [-1, 1]; points
+are as stored.
+
+`heldout` is the share `distgan data prepare` wrote to `heldout/`. A data set without the key
+(prepared before there was a split, or written by another tool) is split as it is read: the
+rows whose bytes hash to 0 modulo HELD_EVERY are held out, on every road and every sharding.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -25,6 +32,7 @@ ENCODINGS = ("uint8", "png", "float32")
 META_KEY = b"distgan"
 CONTENT_KEY = b"distgan.sha256"  # per shard: SHA-256 of its rows, written by distgan data prepare
 HELDOUT_DIR = "heldout"  # real rows never streamed to training (D's overfitting is read on them)
+HELD_EVERY = 20  # a split made at read time holds out 1 row in 20 (5 %, prepare's default share)
 SCHEMA = pa.schema([
     ("image", pa.binary()),
     ("label", pa.int64()),
@@ -55,6 +63,8 @@ class DatasetInfo:
     """Content hash of the shards, from their footers (no data bytes are read)."""
     heldout: tuple[str, ...] = ()
     """Shards of `heldout/`: real rows no run trains on; empty when the data set has none."""
+    held_at_read: bool = False
+    """No split was prepared (no `heldout` in the metadata): `held_rows` picks it from the shards."""
 
     @property
     def is_points(self) -> bool:
@@ -78,10 +88,10 @@ class DatasetInfo:
         return storage.resolve(self.location)[0]
 
 
-def schema_with_meta(name: str, encoding: str, num_classes: int) -> pa.Schema:
+def schema_with_meta(name: str, encoding: str, num_classes: int, heldout: float) -> pa.Schema:
     if encoding not in ENCODINGS:
         raise DataError(f"encoding {encoding!r}: expected one of {ENCODINGS}")
-    meta = {"version": 1, "encoding": encoding, "num_classes": num_classes, "name": name}
+    meta = {"version": 1, "encoding": encoding, "num_classes": num_classes, "name": name, "heldout": heldout}
     return SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
 
 
@@ -148,7 +158,13 @@ def inspect(directory: str) -> DatasetInfo:
     return DatasetInfo(name=meta.get("name", ""), encoding=encoding, num_classes=num_classes,
                        height=shape[0], width=shape[1], channels=shape[2], num_rows=rows, files=tuple(files),
                        location=storage.normalize(where), fingerprint=content.hexdigest(),
-                       heldout=_heldout(fs, files[0], raw))
+                       heldout=_heldout(fs, files[0], raw), held_at_read="heldout" not in meta)
+
+
+def held_rows(images: list[bytes] | pa.Array) -> np.ndarray:
+    """The rows a split made at read time holds out: a function of each row's bytes alone."""
+    cells = images.to_pylist() if isinstance(images, (pa.Array, pa.ChunkedArray)) else images
+    return np.fromiter((zlib.crc32(b) % HELD_EVERY == 0 for b in cells), bool, len(cells))
 
 
 def heldout_rows(info: DatasetInfo) -> int:

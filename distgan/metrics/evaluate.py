@@ -52,12 +52,14 @@ class CriticProbe:
 
     @classmethod
     def read(cls, info: DatasetInfo, device: torch.device, rows: int = PROBE_ROWS) -> "CriticProbe | None":
-        """None when the data set has no held-out split."""
-        if not info.heldout:
+        """None when the data set holds no row out (a split at read time may find none in a tiny set)."""
+        if not (info.heldout or info.held_at_read):
             return None
-        held = load_rows(info, info.heldout, rows)
-        train = load_rows(info, info.files[:1], len(held[0]))
+        held = load_rows(info, info.heldout or info.files, rows, held=True)
+        train = load_rows(info, info.files, len(held[0]))
         m = min(len(held[0]), len(train[0]))
+        if m < 2:
+            return None
         return cls(*(tuple(t[:m].to(device) for t in pair) for pair in (train, held)))
 
     @torch.no_grad()
@@ -115,9 +117,9 @@ class Evaluator:
         device = torch.device(device)
         n = n or cfg.eval.num_samples
         det = detectors.build(cfg.eval.detector, info.sample_shape, device=device)
-        if real is None:
+        if real is None:  # a run's reference: a set smaller than n is drawn with repeats
             real = real_stats(info.location, det, n, cache_dir if cache_dir is not None else (cfg.eval.cache_dir or None),
-                              allow_repeat=info.num_rows < n, batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
+                              allow_repeat=True, batch=cfg.eval.batch_size, seed=REAL_SEED, device=device)
         return cls(det, real.to(device), n, cfg.eval.batch_size, registry.parse(cfg.eval.metrics),
                    mixture_modes(info.name), device, Latent.of(cfg.model), cfg.eval.fd_bootstrap,
                    CriticProbe.read(info, device))

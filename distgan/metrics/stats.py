@@ -96,10 +96,15 @@ def write(location: str, stats: RealStats) -> None:
 
 
 def compute(info: DatasetInfo, detector: Detector, n: int, seed: int = 0, batch: int = 500,
-            device: torch.device | str = "cpu", progress: bool = False, key: str = "") -> RealStats:
+            device: torch.device | str = "cpu", progress: bool = False, key: str = "",
+            allow_repeat: bool = False) -> RealStats:
     """Statistics of n real samples (a fixed seeded subset, with repeats when n exceeds the
-    data), on `device`: reals and fakes go through the same detector, device and precision."""
+    data and `allow_repeat`), on `device`: reals and fakes go through the same detector,
+    device and precision."""
     x, y, _ = load_all(info.location, raw=True)
+    if n > len(x) and not allow_repeat:  # a split at read time leaves fewer rows than the footers count
+        raise DataError(f"{info.location}: n={n} is larger than the data set's {len(x)} training rows; "
+                        f"use a smaller n or --allow-repeat")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[:n] if n <= len(x) else torch.randint(len(x), (n,), generator=g)
     feats, preds = batched_features(lambda xb, _: normalize(xb.to(device)), x[idx], None, detector, batch, progress)
@@ -126,7 +131,7 @@ def real_stats(data_dir: str, detector: Detector, n: int, cache_dir: str | None 
     if cached is not None:
         return cached
     t0 = time.perf_counter()
-    stats = compute(info, detector, n, seed, batch, device, progress, key)
+    stats = compute(info, detector, n, seed, batch, device, progress, key, allow_repeat)
     write(location, stats)
     log.info("real statistics %s computed in %.1f s", location, time.perf_counter() - t0)
     return stats
