@@ -27,10 +27,15 @@ from distgan.config import StopConfig
 from distgan.metrics.evaluate import DIVERGED_FD
 
 
+def diverged(last: dict[str, float], fd_key: str) -> bool:
+    """Non-finite losses or samples, or a distance beyond DIVERGED_FD, at this evaluation."""
+    return last.get("nonfinite", 0) > 0 or last.get("diverged", 0) > 0 or not last[fd_key] < DIVERGED_FD
+
+
 def stop_reason(history: Sequence[dict[str, float]], fd_key: str, cfg: StopConfig, probabilistic: bool) -> str:
     """'' (go on), 'diverged' or 'plateaued' after the last evaluation in `history`."""
     last = history[-1]
-    if last.get("nonfinite", 0) > 0 or last.get("diverged", 0) > 0 or not last[fd_key] < DIVERGED_FD:
+    if diverged(last, fd_key):
         return "diverged"
     if cfg.max_loss and max(abs(last.get("loss_d", 0.0)), abs(last.get("loss_g", 0.0))) > cfg.max_loss:
         return "diverged"
@@ -74,7 +79,7 @@ def watch_reason(history: Sequence[dict[str, float]], fd_key: str, rules: WatchR
     fd = [h[fd_key] for h in history]
     se = [h.get(se_key, 0.0) or 0.0 for h in history]
     last = history[-1]
-    if last.get("diverged", 0) > 0 or not fd[-1] < DIVERGED_FD:
+    if diverged(last, fd_key):
         return "diverged", f"{fd_key} {fd[-1]:.4g}"
     best = min(range(len(fd)), key=fd.__getitem__)
     if best < len(fd) - 1 and "d_gap" in last and "d_gap" in history[best]:
