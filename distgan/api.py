@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distgan import console
 from distgan.config import ConfigError, RunConfig
 
 if TYPE_CHECKING:  # the CLI imports this module before anything heavy
@@ -56,6 +57,7 @@ def tune(space: str, preset: str | None = None, config_file: str | None = None,
     `distgan tune`; the sweep file's budget and scheduler apply where these are None."""
     from distgan import presets, tuning
 
+    console.quiet()
     if workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial {workers_per_trial}: expected at least 1")
     if max_concurrent < 0:
@@ -89,6 +91,7 @@ def resume(experiment_dir: str, say: Callable[[str], None] = print):
     """Continue an interrupted (or finished) tuning job from its experiment directory."""
     from distgan import tuning
 
+    console.quiet()
     return tuning.start(tuning.JobSpec.load(experiment_dir), resume=True, say=say)
 
 
@@ -110,6 +113,7 @@ def train(out: str, preset: str | None = None, config_file: str | None = None,
     from distgan.local import train_local
     from distgan.rundir import RunDir, run_root
 
+    console.quiet()
     if workers < 0:
         raise ConfigError(f"--workers {workers}: expected 0 (this process) or more")
     if gpus_per_worker and not workers:
@@ -156,6 +160,7 @@ def promote(experiment: str | None = None, parent_run: str | None = None, model_
     Pareto trials within 10 % of the best distance, the one best in the second objective."""
     from distgan import model_registry, tracking
 
+    console.quiet()
     if pick not in model_registry.PICKS:
         raise ConfigError(f"--pick {pick}: expected one of {model_registry.PICKS}")
     if eval_n < 6:
@@ -180,6 +185,7 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
     from -2 to 2 along each row (`steps` columns; rows: one per class, else n // steps fixed z)."""
     from distgan import model_registry, tracking
 
+    console.quiet()
     code = None
     if vary is not None:
         m = re.fullmatch(r"c([1-9][0-9]*)", str(vary))

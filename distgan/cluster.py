@@ -40,6 +40,8 @@ def connect() -> None:
             # worker logs reach the console only when asked for: distgan's lines come from its drivers
             ray.init(address=address, log_to_driver=console.verbose(), logging_level=console.ray_logging_level())
             console.quiet_loggers()
+            if not console.verbose():
+                ray_internals.quiet_worker_pool_warning()
         except ConnectionError as e:
             raise ConfigError(f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}: cannot connect to Ray "
                               f"({str(e).splitlines()[0]})") from None

@@ -24,6 +24,9 @@ QUIET_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at ..." when a run ends
 }
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "optuna", "matplotlib", "mlflow")
+#: Tune's ERROR lines for a failed trial (its traceback, "Trials did not complete"): the job
+#: names each failed trial itself, in one line with its error and its error file.
+TRIAL_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
 def verbose() -> bool:
@@ -31,7 +34,8 @@ def verbose() -> bool:
 
 
 def quiet() -> None:
-    """Called by the command line before it does anything that imports Ray."""
+    """Called by the command line and by each distgan.api call that starts Ray or MLflow work,
+    before it imports Ray (DISTGAN_VERBOSE=1 keeps the libraries' output)."""
     if verbose():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         return
@@ -51,6 +55,8 @@ def quiet_loggers() -> None:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in TRIAL_ERROR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def hush_stderr():

@@ -9,6 +9,7 @@ what distgan then does without it is said in the line.
 - Train's client of Ray's autoscaling coordinator (withdraw a killed run's request, which
   Ray would otherwise keep 180 s, holding idle nodes up);
 - Train V2's per-report logger (named by its file path, out of LoggingConfig's reach);
+- the driver's printer of raylet messages (the worker-pool size warning is no logger's);
 - PBT and PB2's per-trial state and the Tune controller's checkpointing (a killed
   population resumes as it was).
 """
@@ -89,6 +90,34 @@ def quiet_train_reports() -> None:
         _degraded("Train report logger", "each report's metrics may show at INFO", e)
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+#: The raylet's warning that many worker processes started (Ray's "worker_pool_large" error).
+POOL_WARNING = "worker processes have been started on node"
+
+
+def quiet_worker_pool_warning() -> None:
+    """The raylet's "N PYTHON worker processes have been started ..." reaches every driver's
+    stdout through Ray's error listener, not a logger. Its threshold is 4x the node's CPUs:
+    on 2 CPUs two trials' actors (trial, Train controller and helpers, workers) pass it.
+    Every other message the listener prints (a worker killed for memory, ...) still shows."""
+    try:
+        from ray._private import worker
+
+        show = worker.print_to_stdstream
+    except (ImportError, AttributeError) as e:
+        _degraded("raylet message printer", "its worker-pool warnings may show", e)
+        return
+    if getattr(show, "drops", None) == POOL_WARNING:
+        return
+
+    def print_to_stdstream(data, ignore_prefix):
+        if data.get("pid") == "raylet" and any(POOL_WARNING in line for line in data.get("lines", ())):
+            return
+        show(data, ignore_prefix)
+
+    print_to_stdstream.drops = POOL_WARNING
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def quiet_tune_storage() -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from consoles import INTERNALS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,9 @@ def test_the_readmes_python_api_example_runs_as_written(ray_session, tmp_path):
     code, out = run_on_a_terminal([sys.executable, "-c", readme_example()], tmp_path, env, timeout=850)
     assert code == 0, out[-5000:]
     assert "fd_lenet500" in out and "models:/distgan-generator@champion" in out
+    # the API keeps the command line's console: no Ray, Tune, Optuna, MLflow or matplotlib chatter
+    noise = [line for line in out.splitlines() if INTERNALS.search(line)]
+    assert not noise, noise[:10]
     # on a terminal the live table of the 2-trial job is redrawn in place (cursor up, clear)
     assert "\x1b[" in out and "F\x1b[J" in out and "best fd_lenet500" in out and "evaluations, ETA" in out
     assert (tmp_path / "outputs" / "api" / "grid.png").read_bytes()[:4] == b"\x89PNG"

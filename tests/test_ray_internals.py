@@ -30,6 +30,27 @@ def test_the_private_apis_distgan_uses_are_there():
     assert callable(TuneController._mark_trial_to_checkpoint)
     assert "_tune_controller" in inspect.getsource(TrialRunnerWrapper.__init__)
     assert callable(Trial.invalidate_json_state)
+    # the raylet's messages reach the driver's console through this printer, looked up when called
+    from ray._private import worker
+
+    assert "print_to_stdstream(" in inspect.getsource(worker.listen_error_messages)
+
+
+def test_the_worker_pool_warning_is_dropped_and_every_other_raylet_message_shows(monkeypatch, capsys):
+    from ray._private import worker
+
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # restored after the test
+    ray_internals.quiet_worker_pool_warning()
+    wrapped = worker.print_to_stdstream
+    ray_internals.quiet_worker_pool_warning()  # a second connect wraps nothing again
+    assert worker.print_to_stdstream is wrapped
+    pool = ("WARNING: 8 PYTHON worker processes have been started on node: abc with address: 10.0.0.1, which is 4x "
+            "the maximum expected startup concurrency (2).")
+    worker.print_to_stdstream({"lines": [pool], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    worker.print_to_stdstream({"lines": ["Task was killed due to the node running low on memory."], "pid": "raylet",
+                               "is_err": False}, ignore_prefix=False)
+    out = capsys.readouterr().out
+    assert "worker processes have been started" not in out and "running low on memory" in out
 
 
 def test_pbt_keeps_the_per_trial_state_the_resume_rebuilds():
@@ -62,8 +83,9 @@ def test_a_private_api_that_moved_degrades_with_one_line(monkeypatch, capsys):
     assert ray_internals.autoscaler_running() is False
     ray_internals.withdraw_train_request("abc")
     ray_internals.quiet_train_reports()
+    ray_internals.quiet_worker_pool_warning()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("distgan: this Ray has no ") for line in lines), lines
+    assert len(lines) == 5 and all(line.startswith("distgan: this Ray has no ") for line in lines), lines
 
 
 def test_an_exploit_is_saved_through_the_controller_the_wrapper_holds():
