@@ -25,13 +25,14 @@ from ray.util.queue import Empty, Queue
 from distgan import checkpoint, cluster, storage
 from distgan.checkpoint import HISTORY
 from distgan.config import ConfigError, RunConfig, RunFailed
-from distgan.data.reader import load_all
+from distgan.data.reader import check_batch, load_all
 from distgan.data.schema import DatasetInfo, inspect
 from distgan.metrics import registry
 from distgan.progress import format_eval
 from distgan.rundir import RAY_SNAPSHOT, SAMPLES, Best, RunDir, data_location
 from distgan.tracking import RunLog
-from distgan.worker import NOTES, TRAIN_DATASET, WorkerSpec, decode_batch, fault_from_env, train_loop_per_worker
+from distgan.worker import (NOTES, TRAIN_DATASET, SharedArrays, WorkerSpec, decode_batch, fault_from_env,
+                            train_loop_per_worker)
 
 STORAGE_ENV = "DISTGAN_STORAGE"  # the cluster's shared checkpoint store (cluster/*.yaml set it)
 _DONE = "__distgan_fit_done__"
@@ -98,11 +99,11 @@ def in_memory(mode: str, info: DatasetInfo) -> bool:
     return decoded < ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
-def put_arrays(info: DatasetInfo) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+def put_arrays(info: DatasetInfo) -> SharedArrays:
     """The whole set, decoded, into the object store once: every worker on a node maps the
     same memory (numpy arrays come back from it without a copy)."""
     x, y, _ = load_all(info.location, raw=True)
-    return ray.put(x.numpy()), ray.put(y.numpy())
+    return SharedArrays(ray.put(x.numpy()), ray.put(y.numpy()), len(x))
 
 
 def dataset(cfg: RunConfig, info: DatasetInfo) -> ray.data.Dataset:
@@ -135,6 +136,8 @@ def build_trainer(spec: WorkerSpec, root: str, callbacks: list | None = None, ru
     """The run in directory `root` (a run already there is resumed by Ray); every evaluation
     is recorded there, and in MLflow with a `run_log`."""
     cfg = spec.run
+    if spec.arrays is not None:  # a batch the data cannot hold fails every attempt: fail before any
+        check_batch(cfg.train.batch_size * cfg.train.n_d, cfg.scaling.num_workers, spec.arrays.rows)
     record = Record(RunDir.at(root), fd_key(cfg), run_log, new_config)
     datasets = None if spec.arrays is not None else {TRAIN_DATASET: dataset(cfg, spec.data)}
     return TorchTrainer(train_loop_per_worker, train_loop_config={"spec": spec}, scaling_config=scaling_config(cfg),

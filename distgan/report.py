@@ -58,6 +58,7 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
             "evals": evals, "stop_reason": reason, "stop_why": stopped.get(trial_id, {}).get("why", ""),
             "checkpoint": str(best.get(CHECKPOINT_URI, "") or "") if best is not None else "",
             "error_file": storage.join(r.path, "error.txt") if r.error is not None else "",
+            "error": error_line(r.error),
             "params": made_by(best.get(CHECKPOINT_URI) if best is not None else None, dict(r.config)),
             "curve": df[["step", fd_key]].values.tolist() if has else [],
             "spools": [storage.join(experiment_dir, "train", run, "mlflow_spool") for run in runs] if experiment_dir else [],
@@ -68,6 +69,18 @@ def trial_rows(results, fd_key: str, max_evals: int, experiment_dir: str = "",
     if objective is not None:
         mark_pareto(rows, objective)
     return sorted(rows, key=lambda row: row["best"])
+
+
+def error_line(error: BaseException | None) -> str:
+    """A failed trial's cause in one line: the last line of Ray's wrapped traceback names the
+    exception that began it (`DataError: train.batch_size ...`), without its module path."""
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines or ":" not in lines[-1]:
+        return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+    last = lines[-1]
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?:Error|Exception|Interrupt|Exit)\b)", "", last)
 
 
 def mark_pareto(rows: list[dict], objective: Objective) -> None:
@@ -147,26 +160,29 @@ def write_csv(rows: list[dict], path: Path, param_keys: list[str], objective: Ob
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trial_id", "best", "best_step", *two, "evals", "stop_reason", "stop_why", "checkpoint",
-                    "error_file", *param_keys])
+                    "error", "error_file", *param_keys])
         for row in rows:
             second = [row["second"], row["pareto"]] if objective else []
             w.writerow([row["trial_id"], row["best"], row["best_step"], *second, row["evals"], row["stop_reason"],
-                        row["stop_why"], row["checkpoint"], row["error_file"],
+                        row["stop_why"], row["checkpoint"], row["error"], row["error_file"],
                         *(row["params"].get(k, "") for k in param_keys)])
     return path
 
 
 def plot_curves(rows: list[dict], fd_key: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for row in rows:
-        if row["curve"]:
-            steps, values = zip(*row["curve"])
-            ax.plot(steps, values, marker="o", ms=3, label=f"{row['trial_id']} ({row['stop_reason']})")
+    curves = [row for row in rows if row["curve"]]
+    for row in curves:
+        steps, values = zip(*row["curve"])
+        ax.plot(steps, values, marker="o", ms=3, label=f"{row['trial_id']} ({row['stop_reason']})")
     ax.set_xlabel("step")
     ax.set_ylabel(fd_key)
-    ax.set_yscale("log")
     ax.set_title(f"{fd_key} of every trial")
-    ax.legend(fontsize=6, ncol=2)
+    if curves:
+        ax.set_yscale("log")
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no trial reported a distance", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

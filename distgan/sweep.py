@@ -254,11 +254,16 @@ def load(path: str | Path, base: RunConfig, text: str | None = None) -> Sweep:
     start = raw.get("start") or []
     if not isinstance(start, list):
         raise bad("start: expected a list of {key: value} points")
-    for point in start:
+    searched = {p.key for p in params}
+    for i, point in enumerate(start):
         try:
             base.with_overrides(_mapping(point, "start", bad))
         except ConfigError as e:
             raise bad(f"start: {e}") from None
+        for key in point:
+            if key not in searched:  # the searcher would drop it: the trial would run without it
+                raise bad(f"start[{i}].{key}: not a key of params (a starting point sets searched keys; "
+                          "fix the others with --set)")
     budget = Budget(**_fields(raw.get("budget"), Budget, "budget", bad))
     for key in ("trials", "steps", "eval_every"):
         value = getattr(budget, key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import ray.train
@@ -27,6 +27,9 @@ from distgan.data.schema import DatasetInfo
 from distgan.loop import evals_at
 from distgan.progress import REPLAYED
 from distgan.rundir import step_names
+
+if TYPE_CHECKING:  # as in trial_driver, the worker module is imported only where it is used
+    from distgan.worker import SharedArrays
 
 EVALS = "evals"  # the schedulers' clock: evaluations by this step, so a resumed run keeps its rung
 CHECKPOINT_URI = "checkpoint_uri"  # where an evaluation's checkpoint is, scheme included
@@ -46,7 +49,7 @@ class TrialContext:
     report_checkpoints: bool
     """PBT/PB2: each evaluation's state goes to Tune as a checkpoint, so exploit can copy it."""
     searched: tuple[str, ...]
-    arrays: tuple[Any, Any] | None = None
+    arrays: SharedArrays | None = None
     """The job's data read and decoded once into the object store by its driver (small sets),
     shared by every trial; None: each trial streams the Parquet itself."""
 

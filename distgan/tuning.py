@@ -399,7 +399,7 @@ def finish(job: JobSpec, found: sweep.Sweep, results, c, exp_id: str, parent: st
     say(report.format_table(rows, key, keys, two))
     for row in rows:
         if row["error_file"]:
-            say(f"trial {row['trial_id']} failed: see {row['error_file']}")
+            say(f"trial {row['trial_id']} failed: {row['error']} (traceback: {row['error_file']})")
     lineage = {r["trial_id"]: read_lineage(job.experiment_dir, r["trial_id"]) for r in rows}
     if rows and any(lineage.values()):
         say(report.format_lineage(rows[0]["trial_id"], lineage))

@@ -50,6 +50,16 @@ NOTES = "notes"  # lines for the driver's console, riding on a report
 
 
 @dataclass(frozen=True)
+class SharedArrays:
+    """The whole set (uint8 images or float points, int64 labels) in the object store, read
+    once by a driver: every rank indexes its slice of the same global batches."""
+    x: Any
+    y: Any
+    rows: int
+    """Training rows: the driver checks a batch fits before any worker starts."""
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker needs, typed, across the Ray boundary."""
     run: RunConfig
@@ -60,9 +70,8 @@ class WorkerSpec:
     """Travels in every report: trial id, run name, MLflow run id."""
     initial: str | None = None
     """A checkpoint to start from when the run has none of its own (a PBT exploit)."""
-    arrays: tuple[Any, Any] | None = None
-    """The whole set (uint8 images or float points, int64 labels) in the object store: every
-    rank indexes its slice of the same global batches; None: stream the Ray Data shard."""
+    arrays: SharedArrays | None = None
+    """None: stream the Ray Data shard."""
     fault: dict | None = None
     """Test-only: {'step', 'marker'} makes the last rank raise once at that step."""
 
@@ -85,7 +94,7 @@ def batches_for(spec: WorkerSpec, engine: GANEngine) -> Iterator[tuple[torch.Ten
     streamed, a resumed run starts a new shuffle (Ray Data's order is not a function of it)."""
     rows = spec.run.train.batch_size * spec.run.train.n_d
     if spec.arrays is not None:
-        x, y = ray.get(list(spec.arrays))
+        x, y = ray.get([spec.arrays.x, spec.arrays.y])
         return epoch_batches(x, y, rows, spec.run.train.seed, start=engine.step_count, rank=engine.rank,
                              world_size=engine.world_size)
     seed = int(np.random.SeedSequence([spec.run.train.seed, engine.step_count, engine.rank]).generate_state(1)[0])

@@ -26,8 +26,11 @@ from distgan.config import ConfigError
 from distgan.report import trial_rows
 from distgan.cluster import TRAIN_RUN
 from distgan.trial import EVALS, TrialContext, lineage_file, read_lineage, settle_lineage
+from distgan.rundir import RAY_SNAPSHOT
 from distgan.study import STUDY_FILE
 from distgan.tuning import JOB_FILE, build_scheduler
+
+from consoles import INTERNALS, assert_only_distgans_lines
 
 pytestmark = pytest.mark.slow
 
@@ -143,19 +146,6 @@ def _reported(exp: Path) -> dict[str, list[tuple]]:
     return rows
 
 
-#: What Ray, Tune, Optuna and matplotlib print when left to themselves (seen in a job's console).
-INTERNALS = re.compile(r"pid=|\(raylet\)|core_worker|INFO|WARNING|Warning|warnings\.warn|TensorBoard|tensorboard|"
-                       r"Configuration for experiment|View detailed results|^\[I \d|Traceback|╭|│")
-
-
-def assert_only_distgans_lines(stdout: str, stderr: str) -> None:
-    """A clean job's console: distgan's lines and its live table, nothing from the libraries."""
-    assert not stderr.strip(), stderr[-3000:]
-    noise = [line for line in stdout.splitlines() if INTERNALS.search(line)]
-    assert not noise, noise[:10]
-    assert re.search(r"^\[\w+\] step \d+ \| fd_coords2k ", stdout, re.M), stdout[-2000:]  # its evaluations
-
-
 @pytest.mark.timeout(900)
 def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
     # long enough evaluation windows that Ctrl-C lands while the second trial trains (~10 s each
@@ -204,11 +194,22 @@ def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials
 
 
 @pytest.mark.timeout(600)
-def test_a_job_whose_every_trial_fails_exits_1(ray_session, mlflow_server, tmp_path, capsys):
+def test_a_job_whose_every_trial_fails_exits_1_and_says_why_in_one_line(ray_session, mlflow_server, tmp_path):
     space = _space(tmp_path, [CRASHING], budget={"trials": 1, "steps": 200, "eval_every": 100})
-    assert main(_tune_args(space, tmp_path, "failing", mlflow_server, "tune-fail", "--scheduler", "none")) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("distgan: failed: every one of the 1 trials failed")
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    r = subprocess.run([sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "failing", mlflow_server,
+                                                                       "tune-fail", "--scheduler", "none")],
+                       env=env, capture_output=True, text=True, timeout=500)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    # no traceback from Tune: the job's one line, and the trial's cause in one line beside its error file
+    assert r.stderr.strip().splitlines() == ["distgan: failed: every one of the 1 trials failed: see their error "
+                                             "files above"], r.stderr[-3000:]
+    assert re.search(r"^trial \w+ failed: DataError: train.batch_size x train.n_d = 20000 rows x 1 workers: more than "
+                     r"the data set's 7600 \(traceback: .*error.txt\)$", r.stdout, re.M), r.stdout[-3000:]
+    assert not [line for line in r.stdout.splitlines() if INTERNALS.search(line)]
+    # a batch the data cannot hold fails before any Train worker starts (each attempt would fail alike)
+    assert not list((tmp_path / "failing" / "train").glob(f"*/{RAY_SNAPSHOT}"))
+    assert pd.read_csv(tmp_path / "failing" / "trials.csv")["error"].iloc[0].startswith("DataError: train.batch_size")
 
 
 ONE = {"train.n_d": {"dist": "choice", "values": [1]}}
@@ -222,6 +223,8 @@ ONE = {"train.n_d": {"dist": "choice", "values": [1]}}
      "condition on a missing key 'loss.kindd'"),
     ({"params": {"train.n_d": {"dist": "choice", "values": [0, 1]}}}, "train.n_d: 0 is invalid"),
     ({"params": {}}, "the space is empty"),
+    # a starting point's key that is not searched would be dropped by the searcher, not run
+    ({"params": ONE, "start": [{"train.n_d": 1}, {"train.batch_size": 512}]}, "1].train.batch_size: not a key of params"),
     ({"metric": "fid", "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "metric: not a setting"),
     ({"budget": {"trials": 0}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "budget.trials: 0 is invalid"),
     ({"budget": {"epochs": 3}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}}, "budget.epochs: unknown key"),

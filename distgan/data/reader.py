@@ -82,6 +82,15 @@ def load_rows(info: DatasetInfo, files: tuple[str, ...], limit: int | None = Non
     return (x if raw else normalize(x)), y
 
 
+def check_batch(batch: int, world_size: int, n: int) -> int:
+    """The global batch's rows, if n training rows hold one."""
+    rows = batch * world_size
+    if rows > n:
+        raise DataError(f"train.batch_size x train.n_d = {batch} rows x {world_size} workers: more than the data "
+                        f"set's {n}")
+    return rows
+
+
 def epoch_batches(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, batch: int, seed: int, start: int = 0,
                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled batches of `batch` rows for each of `world_size` ranks: global batch
@@ -89,10 +98,7 @@ def epoch_batches(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, ba
     slice. The position is the step: a run resumed at `start` draws exactly what it would
     have, on every rank, and N ranks draw together what one process draws with N x batch.
     `x` and `y` may be numpy arrays (read-only ones from Ray's object store included)."""
-    n, rows = len(x), batch * world_size
-    if rows > n:
-        raise DataError(f"train.batch_size x train.n_d = {batch} rows x {world_size} workers: more than the data "
-                        f"set's {n}")
+    n, rows = len(x), check_batch(batch, world_size, len(x))
     per_epoch = n // rows
     k, perm_epoch, perm = start, -1, None
     while True:
