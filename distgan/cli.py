@@ -23,7 +23,13 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and the examples in the epilog kept as written."""
+    """Defaults shown, and the examples in the epilog kept as written. No "(default: None)":
+    an option without a default says nothing, and one resolved at run time (an environment
+    variable, the newest job) says so in its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if action.default is None or "(default:" in text else super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -139,3 +140,12 @@ def test_a_bug_in_distgan_keeps_its_traceback(monkeypatch, capsys):
     monkeypatch.setattr(api, "config", lambda *a, **k: int("x"))  # a ValueError that is no input of the user's
     with pytest.raises(ValueError, match="invalid literal"):
         main(["config", "show"])
+
+
+@pytest.mark.parametrize("command", [["train"], ["tune"], ["promote"], ["sample"], ["fid"], ["submit"],
+                                     ["data", "prepare"], ["ui"]])
+def test_help_names_each_default_once_and_never_none(command, capsys):
+    assert main([*command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert not re.search(r"\(default: [^)]*\) \(default:", text), text
