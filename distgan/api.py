@@ -55,9 +55,9 @@ def tune(space: str, preset: str | None = None, config_file: str | None = None,
          mlflow_uri: str | None = None, experiment: str | None = None, say: Callable[[str], None] = print):
     """Start a tuning job and wait for it; returns a `distgan.tuning.TuneResult`. Options as
     `distgan tune`; the sweep file's budget and scheduler apply where these are None."""
+    console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import presets, tuning
 
-    console.quiet()
     if workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial {workers_per_trial}: expected at least 1")
     if max_concurrent < 0:
@@ -89,9 +89,9 @@ def _run_sets(workers: int, gpus_per_worker: float, shared_storage: bool, mlflow
 
 def resume(experiment_dir: str, say: Callable[[str], None] = print):
     """Continue an interrupted (or finished) tuning job from its experiment directory."""
+    console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import tuning
 
-    console.quiet()
     return tuning.start(tuning.JobSpec.load(experiment_dir), resume=True, say=say)
 
 
@@ -109,11 +109,11 @@ def train(out: str, preset: str | None = None, config_file: str | None = None,
           progress: bool = True) -> Best | None:
     """One run: in this process (workers=0) or on Ray Train workers; returns the best
     evaluation and its checkpoint (None when the run made no evaluation)."""
+    console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import presets, tracking
     from distgan.local import train_local
     from distgan.rundir import RunDir, run_root
 
-    console.quiet()
     if workers < 0:
         raise ConfigError(f"--workers {workers}: expected 0 (this process) or more")
     if gpus_per_worker and not workers:
@@ -158,9 +158,9 @@ def promote(experiment: str | None = None, parent_run: str | None = None, model_
     """Register a tuning job's best checkpoint (the newest job's unless parent_run), re-evaluated
     with eval_n samples, and point `alias` at it. `pick="pareto"` (a two-objective job): of the
     Pareto trials within 10 % of the best distance, the one best in the second objective."""
+    console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import model_registry, tracking
 
-    console.quiet()
     if pick not in model_registry.PICKS:
         raise ConfigError(f"--pick {pick}: expected one of {model_registry.PICKS}")
     if eval_n < 6:
@@ -183,9 +183,9 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
     `truncation` psi < 1 trades variety for fidelity (toward the mean W of a StyleGAN2-style
     G, else z resampled within 2 psi standard deviations). `vary="c1"`: InfoGAN code c1 swept
     from -2 to 2 along each row (`steps` columns; rows: one per class, else n // steps fixed z)."""
+    console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import model_registry, tracking
 
-    console.quiet()
     code = None
     if vary is not None:
         m = re.fullmatch(r"c([1-9][0-9]*)", str(vary))
