@@ -199,14 +199,23 @@ def _real_stats_task(cfg: RunConfig, info: DatasetInfo, cache_dir: str) -> tuple
     return stats.location_of(cache_dir, s.key), s.source, time.perf_counter() - t0
 
 
-def ensure_real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str, say: Callable[[str], None] = print) -> str:
-    """The run's real statistics in `cache_dir` (computed there once, on a worker's device,
-    if missing); returns their location."""
+def real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str) -> ray.ObjectRef:
+    """The run's real statistics in `cache_dir` (computed there once, on a worker's device, if
+    missing), as a task: the caller goes on meanwhile (a job starts its MLflow server)."""
     s = cfg.scaling
     task = ray.remote(_real_stats_task).options(num_cpus=s.cpus_per_worker, num_gpus=s.gpus_per_worker if s.use_gpu else 0)
-    location, source, seconds = ray.get(task.remote(cfg, info, cache_dir))
+    return task.remote(cfg, info, cache_dir)
+
+
+def await_real_stats(pending: ray.ObjectRef, say: Callable[[str], None] = print) -> str:
+    """Their location, once the task is done."""
+    location, source, seconds = ray.get(pending)
     say(f"real statistics: {source} {location}" + (f" in {seconds:.1f} s" if source == "computed" else ""))
     return location
+
+
+def ensure_real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str, say: Callable[[str], None] = print) -> str:
+    return await_real_stats(real_stats(cfg, info, cache_dir), say)
 
 
 def best_checkpoint(result: ray.train.Result, key: str) -> Best:

@@ -41,7 +41,7 @@ from ray.tune.stopper import Stopper
 from distgan import cluster, console, storage, study, sweep, tracking
 from distgan.config import ConfigError, RunConfig, RunFailed
 from distgan.data.schema import inspect
-from distgan.launch import STORAGE_ENV, ensure_real_stats, fd_key, in_memory, put_arrays
+from distgan.launch import STORAGE_ENV, await_real_stats, fd_key, in_memory, put_arrays, real_stats
 from distgan.loop import evals_at
 from distgan.rundir import data_location
 from distgan.trial import EVALS, TrialContext, read_lineage, trial_driver
@@ -325,6 +325,9 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
     if not resume:
         job.max_concurrent = max_concurrent or cluster.concurrency(base, cap, job.trials, shared)
         job.save()
+    # the statistics are computed on the cluster and the data read while the MLflow server starts
+    pending = real_stats(base, info, base.eval.cache_dir or storage.join(job.experiment_dir, "stats"))
+    arrays = put_arrays(info) if shared else None  # read once for every trial
     with tracking.served(job.mlflow_uri) as uri:
         c = tracking.client(uri)
         exp_id = tracking.experiment_id(c, job.experiment)
@@ -335,8 +338,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
         requests = cluster.Withdraw()
         try:
             cluster.scale_up(base, min(job.max_concurrent, job.trials), say, shared_data=shared)
-            stats_at = ensure_real_stats(base, info, base.eval.cache_dir or storage.join(job.experiment_dir, "stats"), say)
-            arrays = put_arrays(info) if shared else None  # read once for every trial
+            stats_at = await_real_stats(pending, say)
             table = live.TrialTable(job, fd_key(base), evals_budget(base))
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
                                job.schedule().kind in sweep.POPULATION, tuple(p.key for p in found.params),

@@ -28,11 +28,11 @@ SPACE = {"params": {"optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 1e
 
 @pytest.fixture(scope="module")
 def tuned(ray_session, mlflow_server, tmp_path_factory):
-    """A 2-trial mnist_smoke job (2 workers per trial) that logs to the server."""
+    """A 2-trial mnist_smoke job (the two side by side, a worker each) that logs to the server."""
     tmp = tmp_path_factory.mktemp("tracked")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    args = ["tune", "--preset", "mnist_smoke", "--space", str(space), "--trials", "2", "--workers-per-trial", "2",
+    args = ["tune", "--preset", "mnist_smoke", "--space", str(space), "--trials", "2", "--workers-per-trial", "1",
             "--storage", str(tmp), "--name", "mjob", "--scheduler", "none", "--mlflow-uri", mlflow_server,
             "--experiment", "itest", "--set", "eval.metrics=[fd, modes, kd, prdc]"]
     out = io.StringIO()
