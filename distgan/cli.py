@@ -192,8 +192,9 @@ def cmd_ui(a: argparse.Namespace) -> None:
         raise ConfigError(f"--host {a.host}: binding beyond loopback needs --allowed-hosts "
                           "(and auth in front; see README, 'Sharing the MLflow server')")
     url = server.running(db)
-    if url is not None:
-        print(f"MLflow UI: {url} (already running; distgan ui --stop stops it)")
+    if url is not None:  # perhaps a command's, which would stop it after that command: now it stays
+        server.adopt(db)
+        print(f"MLflow UI: {url} (already running; it stays until distgan ui --stop)")
         return
     db.parent.mkdir(parents=True, exist_ok=True)
     print(f"MLflow UI: http://{a.host}:{a.port}  (store {db}; Ctrl-C stops it)", flush=True)

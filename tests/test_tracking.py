@@ -240,7 +240,7 @@ def test_two_jobs_on_one_store_both_finish_with_every_evaluation_in_mlflow(ray_s
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"params": {"optim.lr_g": {"dist": "loguniform", "low": 1e-4, "high": 1e-3}}}))
     db = tmp_path / "mlflow" / "mlflow.db"
-    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, server.LINGER_ENV: "2"}
 
     def job(name: str, steps: int, every: int) -> subprocess.Popen:
         args = ["tune", "--preset", "ring8", "--space", str(space), "--trials", "1", "--workers", "1",
@@ -261,7 +261,10 @@ def test_two_jobs_on_one_store_both_finish_with_every_evaluation_in_mlflow(ray_s
     out_second, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out_second[-3000:]
     assert "spooled" not in out_second and "unreachable" not in out_second, out_second[-3000:]
-    assert not (db.parent / server.PID_FILE).exists()  # the last one out stopped it
+    deadline = time.time() + 30  # the last one out left it to its watchdog, which stops it after the linger
+    while (db.parent / server.PID_FILE).exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not (db.parent / server.PID_FILE).exists()
     c = MlflowClient(f"sqlite:///{db}")
     exp_id = c.get_experiment_by_name("two").experiment_id
     steps = {}
