@@ -185,7 +185,7 @@ def stop_pid(pid: int, timeout: float = 25) -> None:
 @contextlib.contextmanager
 def serving(db: Path, host: str = "127.0.0.1") -> Iterator[str]:
     """The URL of a server on `db` for the length of the block: a running one joined, else
-    one started here; it stops when its last owner leaves or dies."""
+    one started here; it stops when its last owner dies, or the linger after it left is over."""
     linger_s()  # a bad value fails here, not when the command is done
     db = db.resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
