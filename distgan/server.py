@@ -186,7 +186,7 @@ def stop_pid(pid: int, timeout: float = 25) -> None:
 def serving(db: Path, host: str = "127.0.0.1") -> Iterator[str]:
     """The URL of a server on `db` for the length of the block: a running one joined, else
     one started here; it stops when its last owner dies, or the linger after it left is over."""
-    linger_s()  # a bad value fails here, not when the command is done
+    linger = linger_s()  # a bad value fails here, not when the command is done
     db = db.resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     me = os.getpid()
@@ -202,13 +202,12 @@ def serving(db: Path, host: str = "127.0.0.1") -> Iterator[str]:
     try:
         yield url
     finally:
-        leave(db, me)
+        leave(db, me, linger)
 
 
-def leave(db: Path, owner: int) -> None:
+def leave(db: Path, owner: int, linger: float) -> None:
     """`owner` is done with the server: the last owner out leaves it to its watchdog, which
     stops it after the linger unless a command joins meanwhile (with no linger, now)."""
-    linger = linger_s()
     with locked(db):
         info = record(db)
         if info is None or owner not in info.get("owners", []):
