@@ -50,7 +50,9 @@ def test_the_worker_pool_warning_is_dropped_and_every_other_raylet_message_shows
     worker.print_to_stdstream({"lines": ["Task was killed due to the node running low on memory."], "pid": "raylet",
                                "is_err": False}, ignore_prefix=False)
     out = capsys.readouterr().out
-    assert "worker processes have been started" not in out and "running low on memory" in out
+    # the session's own Ray may print a real pool warning (its driver is not distgan's) before the wrap:
+    # only this test's line, on node abc, must be gone
+    assert "on node: abc" not in out and "running low on memory" in out
 
 
 def test_pbt_keeps_the_per_trial_state_the_resume_rebuilds():
