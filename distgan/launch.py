@@ -31,8 +31,7 @@ from distgan.metrics import registry
 from distgan.progress import format_eval
 from distgan.rundir import RAY_SNAPSHOT, SAMPLES, Best, RunDir, data_location
 from distgan.tracking import RunLog
-from distgan.worker import (NOTES, TRAIN_DATASET, SharedArrays, WorkerSpec, decode_batch, fault_from_env,
-                            train_loop_per_worker)
+from distgan.worker import NOTES, TRAIN_DATASET, SharedArrays, WorkerSpec, decode_batch, train_loop_per_worker
 
 STORAGE_ENV = "DISTGAN_STORAGE"  # the cluster's shared checkpoint store (cluster/*.yaml set it)
 _DONE = "__distgan_fit_done__"
@@ -266,7 +265,7 @@ def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bo
     if not resume:
         run.write_config(cfg)
     stats_at = ensure_real_stats(cfg, info, run.path("stats"))
-    spec = WorkerSpec(cfg, info, stats_at, fault=fault_from_env(), arrays=put_arrays(info) if shared else None)
+    spec = WorkerSpec(cfg, info, stats_at, arrays=put_arrays(info) if shared else None)
     key = fd_key(cfg)
 
     def show(metrics: dict, where: str | None) -> None:

@@ -198,7 +198,7 @@ def to_tune_report(eval_every: int, report_checkpoints: bool, at_best: AtBest):
 def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     """One Tune trial (`job` is the tuning.JobSpec)."""
     from distgan.launch import drive, fd_key
-    from distgan.worker import WorkerSpec, fault_from_env
+    from distgan.worker import WorkerSpec
 
     cfg = RunConfig.from_dict(job.base).with_overrides(params)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -214,8 +214,7 @@ def trial_driver(params: dict[str, Any], job, ctx: TrialContext) -> None:
     train_dir = storage.join(ctx.experiment_dir, "train")
     at_best = AtBest(fd_key(cfg), job.sweep().objective)
     replay(storage.join(train_dir, came_from.run_name), cfg.train.eval_every, meta, at_best)
-    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, fault=fault_from_env(),
-                      arrays=ctx.arrays)
+    spec = WorkerSpec(cfg, ctx.data, ctx.stats, meta=meta, initial=came_from.initial, arrays=ctx.arrays)
     try:
         drive(spec, storage.join(train_dir, came_from.run_name),
               to_tune_report(cfg.train.eval_every, ctx.report_checkpoints, at_best), run_log=log)

@@ -10,7 +10,6 @@ before each evaluation. Batch statistics stay per rank unless model.sync_bn.
 from __future__ import annotations
 
 import inspect
-import os
 import posixpath
 import tempfile
 from collections.abc import Iterator
@@ -45,7 +44,6 @@ TRAIN_DATASET = "train"
 DDP_OPTIONS = {("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
     nn.parallel.DistributedDataParallel.__init__).parameters else "broadcast_buffers"): False,
     "gradient_as_bucket_view": True}
-FAULT_STEP_ENV, FAULT_MARKER_ENV = "DISTGAN_FAULT_STEP", "DISTGAN_FAULT_MARKER"
 NOTES = "notes"  # lines for the driver's console, riding on a report
 
 
@@ -72,8 +70,6 @@ class WorkerSpec:
     """A checkpoint to start from when the run has none of its own (a PBT exploit)."""
     arrays: SharedArrays | None = None
     """None: stream the Ray Data shard."""
-    fault: dict | None = None
-    """Test-only: {'step', 'marker'} makes the last rank raise once at that step."""
 
 
 def build_engine(cfg: RunConfig) -> GANEngine:
@@ -119,17 +115,6 @@ def shard_batches(rows: int, seed: int, cuda: bool) -> Iterator[tuple[torch.Tens
         epoch += 1
 
 
-def _fault_injector(batches: Iterator, engine: GANEngine, fault: dict | None) -> Iterator:
-    """Test-only: the last rank raises once, when reaching fault['step'] (marker file = once)."""
-    for item in batches:
-        if fault and engine.step_count == fault["step"] and engine.rank == engine.world_size - 1:
-            marker = Path(fault["marker"])
-            if not marker.exists():
-                marker.write_text("raised")
-                raise RuntimeError(f"injected fault at step {engine.step_count}")
-        yield item
-
-
 def train_loop_per_worker(config: dict) -> None:
     ray_internals.quiet_train_reports()
     spec: WorkerSpec = config["spec"]
@@ -159,7 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
     evaluator = Evaluator(detector, real, cfg.eval.num_samples, cfg.eval.batch_size,
                           registry.parse(cfg.eval.metrics), mixture_modes(spec.data.name), engine.device, engine.latent,
                           cfg.eval.fd_bootstrap, probe)
-    batches = _fault_injector(batches_for(spec, engine), engine, spec.fault)
+    batches = batches_for(spec, engine)
     # the node of every rank, in rank order: where the run really ran (multi-node checks, MLflow)
     worker_nodes = ",".join(all_gather_object(ray.get_runtime_context().get_node_id()))
     meta = {**spec.meta, "worker_nodes": worker_nodes, "world_size": engine.world_size,
@@ -193,9 +178,3 @@ def decode_batch(batch: dict[str, np.ndarray], info: DatasetInfo) -> dict[str, n
         images, labels = [b for b, k in zip(images, keep) if k], labels[keep]
     return {"x": decode_raw(images, info), "y": labels.astype(np.int64)}
 
-
-def fault_from_env() -> dict | None:
-    """The test-only fault hook, read on the driver and shipped to the workers."""
-    if FAULT_STEP_ENV not in os.environ:
-        return None
-    return {"step": int(os.environ[FAULT_STEP_ENV]), "marker": os.environ[FAULT_MARKER_ENV]}

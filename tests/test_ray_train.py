@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import sys
 
 import pytest
@@ -179,18 +180,6 @@ def test_resnet_stylegan2_and_infogan_train_under_ddp_like_one_process(ray_sessi
 
 
 @pytest.mark.timeout(400)
-def test_a_worker_fault_restarts_from_the_last_checkpoint(ray_session, mnist_dir, tmp_path):
-    marker = tmp_path / "fault-raised"
-    cfg = _smoke(**{"train.steps": 30})
-    assert cfg.scaling.max_failures >= 1  # the default: a run survives a worker's death
-    spec = _spec(cfg, mnist_dir, tmp_path, fault={"step": 15, "marker": str(marker)})
-    result = build_trainer(spec, str(tmp_path / "fault")).fit()
-    assert result.error is None and marker.read_text() == "raised"
-    assert sorted(result.metrics_dataframe["step"].tolist()) == [10, 20, 30]
-    state, _, _ = checkpoint.load(result.checkpoint.path)
-    assert state["step"] == 30
-
-
 def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_path):
     cap = cluster.capacity()
     assert not cap.autoscaling  # a local instance cannot grow
@@ -210,22 +199,23 @@ def test_train_command_with_workers_guards_replaces_and_resumes_exactly(ray_sess
     from distgan.cli import main
 
     base = ["train", "--preset", "mnist_smoke", "--workers", "2", "--set", f"data.path={mnist_dir}"]
-    assert main([*base, "--out", str(tmp_path / "a"), "--set", "train.steps=30"]) == 0
-    out = capsys.readouterr().out
-    assert f"best checkpoint: {tmp_path / 'a'}/step_00000" in out
-    assert main([*base, "--out", str(tmp_path / "a")]) == 2  # an existing run is not overwritten
-    assert "--force" in capsys.readouterr().err
     b = [*base, "--out", str(tmp_path / "b"), "--storage", str(tmp_path / "s")]
-    assert main([*b, "--set", "train.steps=10"]) == 0
-    assert main([*b, "--force", "--set", "train.steps=20"]) == 0  # replaced, though --out is elsewhere
     run = tmp_path / "s" / "b"
+    # uninterrupted (what the resumed run must end at), in the same run directory named the other way
+    assert main([*base, "--out", str(run), "--set", "train.steps=30"]) == 0
+    assert f"best checkpoint: {run}/step_00000" in capsys.readouterr().out
+    shutil.copytree(run / "step_0000030", tmp_path / "uninterrupted")
+    assert main(b) == 2  # an existing run is not overwritten
+    assert "--force" in capsys.readouterr().err
+    assert main([*b, "--force", "--set", "train.steps=20"]) == 0  # replaced, though --out is elsewhere
     assert not (run / ".replaced").exists() and not (tmp_path / "b").exists()
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+    assert not (run / "step_0000030").exists()
     assert main(["train", "--workers", "2", "--resume", str(tmp_path / "b"), "--storage", str(tmp_path / "s"),
                  "--set", "train.steps=30"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 30  # after its first good step
     assert (run / "samples" / "step_0000030.png").is_file() and json.loads((run / "best.json").read_text())
-    one, _, _ = checkpoint.load(tmp_path / "a" / "step_0000030")
+    one, _, _ = checkpoint.load(tmp_path / "uninterrupted")
     resumed, _, _ = checkpoint.load(run / "step_0000030")
     for net in ("G", "D", "G_ema"):  # the same batches on every rank, before and after the resume
         assert all(torch.equal(one[net][k], resumed[net][k]) for k in one[net]), net
