@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from distgan import checkpoint, rundir, server, tracking
+from distgan import checkpoint, presets, rundir, server, tracking
 from distgan.cli import main
 
 pytestmark = pytest.mark.slow
@@ -94,6 +94,7 @@ def test_mlflow_down_for_a_minute_loses_no_evaluation(ray_session, tmp_path):
 
 @pytest.mark.timeout(900)
 def test_a_worker_killed_with_sigkill_resumes_from_its_last_checkpoint(ray_session, mlflow_server, tmp_path):
+    assert presets.mnist_smoke().scaling.max_failures >= 1  # the default: a run survives a worker's death
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     job = subprocess.Popen(_tune(tmp_path, "kill", mlflow_server, "worker-kill", "train.steps=80", "train.eval_every=20",
                                  "scaling.num_workers=2"), env=env, text=True, stdout=subprocess.PIPE,
