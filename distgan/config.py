@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -32,6 +33,19 @@ FIXED_ON_RESUME = ("data.", "model.", "eval.num_samples", "eval.detector")
 
 class ConfigError(InputError):
     """A bad configuration value; its message is one line that names the dotted key."""
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A time limit from the environment, read where it is used, so a bad value is one line
+    naming the variable, not a traceback when a module is imported."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds above 0")
+    return value
 
 
 @dataclass

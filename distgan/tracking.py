@@ -48,7 +48,7 @@ RAY_JOB_ENV = "DISTGAN_RAY_JOB_ID"  # set by `distgan submit` to the Ray job's s
 FINAL_STATUS = {"error": "FAILED", "scheduler": "KILLED", "dominated": "KILLED"}  # any other stop reason: FINISHED
 PROBE_TIMEOUT_S = 5
 CALL_TIMEOUT_S = 10
-RECONNECT_S = float(os.environ.get("DISTGAN_MLFLOW_RECONNECT_S", "600"))
+RECONNECT_ENV, RECONNECT_S = "DISTGAN_MLFLOW_RECONNECT_S", 600.0
 
 
 def default_uri() -> str:
@@ -89,7 +89,7 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                           f"within {timeout:.0f} s (is it running? reachable from here?)")
 
 
-def await_server(uri: str, timeout: float = RECONNECT_S, say=print) -> None:
+def await_server(uri: str, timeout: float, say=print) -> None:
     """Wait (bounded) for an http(s) tracking server that went away during a job, so the job's
     runs can be closed and its spooled evaluations logged; one line while waiting."""
     if not uri.startswith(("http://", "https://")) or server.healthy(uri):

@@ -39,7 +39,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.stopper import Stopper
 
 from distgan import cluster, console, storage, study, sweep, tracking
-from distgan.config import ConfigError, RunConfig, RunFailed
+from distgan.config import ConfigError, RunConfig, RunFailed, env_seconds
 from distgan.data.schema import inspect
 from distgan.launch import STORAGE_ENV, await_real_stats, fd_key, in_memory, put_arrays, real_stats
 from distgan.loop import evals_at
@@ -315,6 +315,8 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
 
     found = job.sweep()
     base = job.config
+    scale_timeout = env_seconds(cluster.SCALE_TIMEOUT_ENV, cluster.SCALE_TIMEOUT_S)
+    reconnect_timeout = env_seconds(tracking.RECONNECT_ENV, tracking.RECONNECT_S)
     tracking.check_reachable(job.mlflow_uri)
     cluster.connect()
     cap = cluster.capacity()
@@ -337,7 +339,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
             f"{tracking.redact(job.mlflow_uri)} (experiment {job.experiment!r}, parent run {parent})")
         requests = cluster.Withdraw()
         try:
-            cluster.scale_up(base, min(job.max_concurrent, job.trials), say, shared_data=shared)
+            cluster.scale_up(base, min(job.max_concurrent, job.trials), say, scale_timeout, shared_data=shared)
             stats_at = await_real_stats(pending, say)
             table = live.TrialTable(job, fd_key(base), evals_budget(base))
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
@@ -355,7 +357,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
             ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
             if ended < job.trials:
                 raise JobInterrupted(f"{ended} of {job.trials} trials ended")
-            tracking.await_server(uri, say=say)
+            tracking.await_server(uri, reconnect_timeout, say=say)
             result = finish(job, found, results, c, exp_id, parent, say)
         except BaseException:
             with contextlib.suppress(Exception):

@@ -1,7 +1,7 @@
 import pytest
 
 from distgan import presets
-from distgan.config import ConfigError, RunConfig, parse_set
+from distgan.config import ConfigError, RunConfig, env_seconds, parse_set
 from distgan.presets import load
 
 
@@ -76,3 +76,17 @@ def test_non_finite_numbers_and_list_items_are_named():
         presets.mnist_smoke().with_overrides({"optim.beta1": float("nan")})
     with pytest.raises(ConfigError, match=r"^eval.metrics\[1\]: 3 is not a str$"):
         presets.mnist_smoke().with_overrides({"eval.metrics": ["fd", 3]})
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "nan", "10s"])
+def test_a_bad_time_limit_in_the_environment_is_one_line_naming_it(monkeypatch, raw):
+    monkeypatch.setenv("DISTGAN_SCALE_TIMEOUT_S", raw)
+    with pytest.raises(ConfigError, match=rf"^DISTGAN_SCALE_TIMEOUT_S='{raw}': expected a number of seconds above 0$"):
+        env_seconds("DISTGAN_SCALE_TIMEOUT_S", 900.0)
+
+
+def test_a_time_limit_from_the_environment_or_its_default(monkeypatch):
+    monkeypatch.delenv("DISTGAN_SCALE_TIMEOUT_S", raising=False)
+    assert env_seconds("DISTGAN_SCALE_TIMEOUT_S", 900.0) == 900.0
+    monkeypatch.setenv("DISTGAN_SCALE_TIMEOUT_S", " 30 ")
+    assert env_seconds("DISTGAN_SCALE_TIMEOUT_S", 900.0) == 30.0
