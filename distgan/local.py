@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distgan import checkpoint
-from distgan.config import ConfigError, RunConfig
-from distgan.data.reader import epoch_batches, load_all
+from distgan.config import RunConfig
+from distgan.data.reader import check_batch, epoch_batches, load_all
 from distgan.engine import GANEngine, pick_device
 from distgan.loop import train
 from distgan.metrics.evaluate import Evaluator
@@ -39,10 +39,7 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
     # everything is validated before the run directory is touched
     x, y, info = load_all(data_location(cfg, run.root), raw=True)
     info.check_model(cfg.model)
-    rows = cfg.train.batch_size * cfg.train.n_d
-    if rows > len(x):
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} x train.n_d {cfg.train.n_d} = {rows} rows, more "
-                          f"than the {len(x)} of {info.location}")
+    rows = check_batch(cfg.train.batch_size * cfg.train.n_d, 1, len(x))
     engine = GANEngine.from_config(cfg, dev)
     if restored is not None:
         engine.load_state_dict(restored.state)

@@ -112,7 +112,7 @@ CASES = [
     (["train", *SMOKE, "--out", "new", "--set", "data.path=ring8"], ["model: expects samples of shape (1, 28, 28)",
                                                                     "(2,)"]),
     (["train", *SMOKE, "--out", "new", "--set", "data.path=mnist", "--set", "train.batch_size=6000"],
-     ["train.batch_size: 6000", "more than the 4750"]),
+     ["train.batch_size x train.n_d = 6000 rows", "more than the data set's 4750"]),
     # --- train: an existing run is never touched by a refused command
     (["train", *SMOKE, "--out", "run"], ["run", "--force"]),
     (["train", *SMOKE, "--out", "run", "--force", "--set", "optim.lr_g=-1"], ["optim.lr_g: -1.0"]),
