@@ -22,7 +22,7 @@ from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.data.schema import inspect
 from distgan.engine import GANEngine
-from distgan.launch import build_trainer, ensure_real_stats
+from distgan.launch import await_real_stats, build_trainer, real_stats
 from distgan.worker import WorkerSpec
 
 
@@ -43,7 +43,7 @@ def plain_loop(cfg, data_dir: str, threads: int, steps: int, window: int) -> flo
 def ray_run(cfg, data_dir: str, storage: str, workers: int) -> tuple[float, float, int]:
     cfg = cfg.with_overrides({"scaling.num_workers": workers})
     info = inspect(data_dir)
-    spec = WorkerSpec(cfg, info, ensure_real_stats(cfg, info, f"{storage}/stats"))
+    spec = WorkerSpec(cfg, info, await_real_stats(real_stats(cfg, info, f"{storage}/stats")))
     result = build_trainer(spec, f"{storage}/overhead-{workers}").fit()
     df = result.metrics_dataframe.sort_values("step")
     return (statistics.median(df["img_per_s"].tolist()[1:]), statistics.median(df["data_wait_frac"].tolist()[1:]),

@@ -213,10 +213,6 @@ def await_real_stats(pending: ray.ObjectRef, say: Callable[[str], None] = print)
     return location
 
 
-def ensure_real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str, say: Callable[[str], None] = print) -> str:
-    return await_real_stats(real_stats(cfg, info, cache_dir), say)
-
-
 def best_checkpoint(result: ray.train.Result, key: str) -> Best:
     """The lowest-distance checkpoint Ray kept (best_checkpoints is in report order, not sorted)."""
     if not result.best_checkpoints:
@@ -264,7 +260,7 @@ def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bo
     storage.make_dirs(run.root)
     if not resume:
         run.write_config(cfg)
-    stats_at = ensure_real_stats(cfg, info, run.path("stats"))
+    stats_at = await_real_stats(real_stats(cfg, info, run.path("stats")))
     spec = WorkerSpec(cfg, info, stats_at, arrays=put_arrays(info) if shared else None)
     key = fd_key(cfg)
 

@@ -16,7 +16,7 @@ from distgan.loop import train
 from distgan.metrics.evaluate import Evaluator
 from distgan.plots import sample_grid
 from distgan.progress import format_eval
-from distgan.rundir import SAMPLES, Best, RunDir, data_location
+from distgan.rundir import SAMPLES, Best, RunDir, data_location, latest_good
 from distgan.tracking import RunLog
 
 
@@ -29,7 +29,7 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
     restored = None
     if resume:
         run.check_resume(cfg)
-        restored = run.latest_good(dev)
+        restored = latest_good(run.root, dev)
         if restored is None:
             raise checkpoint.CheckpointError(f"--resume {run.root}: no readable checkpoint there")
         for note in restored.skipped:

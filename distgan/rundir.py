@@ -71,12 +71,8 @@ class RunDir:
     def checkpoint(self, step: int) -> str:
         return self.path(checkpoint.dir_name(step))
 
-    def step_names(self) -> list[str]:
-        """Checkpoint directory names, newest first (temporary ones never listed)."""
-        return step_names(self.root)
-
     def has_run(self) -> bool:
-        return bool(self.step_names()) or any(storage.exists(self.path(f)) for f in (SAMPLES, METRICS_FILE,
+        return bool(step_names(self.root)) or any(storage.exists(self.path(f)) for f in (SAMPLES, METRICS_FILE,
                                                                                      RAY_SNAPSHOT))
 
     # --- before a run: refuse, resume or replace
@@ -91,7 +87,7 @@ class RunDir:
                               "aside; give another --out name (or delete it yourself)")
 
     def saved_config(self) -> RunConfig:
-        if not self.step_names() or not storage.exists(self.path(CONFIG_FILE)):
+        if not step_names(self.root) or not storage.exists(self.path(CONFIG_FILE)):
             raise checkpoint.CheckpointError(f"--resume {self.root}: no checkpoint there")
         try:
             return RunConfig.from_dict(json.loads(storage.read_text(self.path(CONFIG_FILE))))
@@ -116,7 +112,7 @@ class RunDir:
         aside = root / ASIDE
         shutil.rmtree(aside, ignore_errors=True)
         aside.mkdir()
-        for f in [*RUN_FILES, *self.step_names()]:
+        for f in [*RUN_FILES, *step_names(self.root)]:
             if (root / f).exists():
                 (root / f).rename(aside / f)
         return aside
@@ -147,15 +143,12 @@ class RunDir:
 
     def prune(self, best: str, keep: int) -> None:
         """Old checkpoints of a local run: the best and the `keep` newest stay (never fewer than 2)."""
-        names = self.step_names()
+        names = step_names(self.root)
         for name in names[max(2, keep):]:
             if name != best:
                 shutil.rmtree(Path(self.root) / name)
 
     # --- resuming
-    def latest_good(self, device: str | torch.device = "cpu", newest: str | None = None) -> Restored | None:
-        return latest_good(self.root, device, newest)
-
     def best(self, history: list[dict], fd_key: str) -> Best | None:
         """The best evaluation whose checkpoint is still there and whole (a local run)."""
         for h in sorted(history, key=lambda h: h[fd_key]):
@@ -193,6 +186,7 @@ def data_location(cfg: RunConfig, root: str) -> str:
 
 
 def step_names(parent: str) -> list[str]:
+    """Checkpoint directory names, newest first (temporary ones never listed)."""
     return sorted((n for n in storage.list_dir(parent) if checkpoint.NAME.match(n)), reverse=True)
 
 

@@ -16,7 +16,7 @@ from distgan.config import ConfigError
 from distgan.data.reader import load_all
 from distgan.data.schema import inspect
 from distgan.engine import GANEngine
-from distgan.launch import best_checkpoint, build_trainer, ensure_real_stats
+from distgan.launch import await_real_stats, best_checkpoint, build_trainer, real_stats
 from distgan.loop import evaluate_engine
 from distgan.metrics.evaluate import Evaluator
 from distgan.worker import WorkerSpec, build_engine
@@ -30,7 +30,7 @@ def _smoke(**over):
 
 def _spec(cfg, data_dir, tmp_path, **kw) -> WorkerSpec:
     info = inspect(str(data_dir))
-    return WorkerSpec(cfg, info, ensure_real_stats(cfg, info, str(tmp_path / "stats")), **kw)
+    return WorkerSpec(cfg, info, await_real_stats(real_stats(cfg, info, str(tmp_path / "stats"))), **kw)
 
 
 @pytest.mark.timeout(300)  # with a whole CPU per worker on 2 cores, Ray Data starves and this hangs
