@@ -2,24 +2,15 @@
 on CPU with tiny sizes (the GPU figures are recorded in docs/benchmarks.md when a GPU
 machine runs them)."""
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import benches
 
 
 def test_gpu_bench_runs_on_cpu_with_tiny_sizes(capsys):
-    rows = _load("gpu_bench").main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--fid-n", "16",
-                                    "--fid-batch", "8", "--amp", "off", "--variants", "eager", "channels_last", "all",
-                                    "--check", "2", "--checks", "channels_last", "fused_adam", "bf16",
-                                    "--check-presets", "mnist_smoke", "mnist_resnet_smoke", "mnist_stylegan2_smoke"])
+    rows = benches.load("gpu_bench").main([
+        "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--fid-n", "16", "--fid-batch", "8",
+        "--amp", "off", "--variants", "eager", "channels_last", "all", "--check", "2",
+        "--checks", "channels_last", "fused_adam", "bf16",
+        "--check-presets", "mnist_smoke", "mnist_resnet_smoke", "mnist_stylegan2_smoke"])
     engine = [r for r in rows if "variant" in r]
     assert [(r["preset"], r["variant"]) for r in engine] == [(p, v) for p in ("cifar10_dcgan", "celeba64")
                                                              for v in ("eager", "channels_last", "all")]
@@ -37,7 +28,7 @@ def test_gpu_bench_runs_on_cpu_with_tiny_sizes(capsys):
 
 
 def test_eval_bench_agrees_old_and_new_and_the_references(capsys):
-    rows = _load("eval_bench").main(["--n", "300", "--dim", "64", "--device", "cpu", "--reference-n", "300"])
+    rows = benches.load("eval_bench").main(["--n", "300", "--dim", "64", "--device", "cpu", "--reference-n", "300"])
     (r,) = rows
     assert r["feat_equal"] == 0.0
     assert abs(r["fd"][0] - r["fd"][1]) <= 1e-6 * abs(r["fd"][1])
