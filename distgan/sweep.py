@@ -14,7 +14,7 @@ Pareto front; the schedulers still stop trials on the distance alone.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,6 @@ class Sweep:
                               "and is fixed per lineage)")
         return found
 
-    def param(self, key: str) -> Param:
-        return next(p for p in self.params if p.key == key)
-
     def log_keys(self) -> tuple[str, ...]:
         """The continuous keys PB2 explores in log space."""
         return tuple(p.key for p in self.params if p.dist == "loguniform" and not lineage_fixed(p.key))
@@ -363,7 +360,3 @@ def _param(key: str, spec: Any, flat: dict, base: RunConfig, bad) -> Param:
         except ConfigError as e:
             raise bad(f"params.{key}: {e}") from None
     return p
-
-
-def as_dict(spec: SchedulerSpec) -> dict[str, Any]:
-    return asdict(spec)

@@ -6,19 +6,20 @@ import torch
 from PIL import Image
 
 from distgan.data import prepare
-from distgan.data.reader import decode, epoch_batches, load_all, load_rows, to_uint8
+from distgan.data.reader import decode, epoch_batches, load_all, load_rows, normalize
 from distgan.data.schema import DataError, heldout_rows, inspect
 
 
 def test_mnist_round_trip_is_pixel_exact_and_holds_out_five_percent(mnist_dir):
-    x, y, info = load_all(mnist_dir)
+    x, y, info = load_all(mnist_dir, raw=True)
     ref_x, ref_y = prepare.mnist_embedded_arrays()
     order = prepare.shuffled_order(len(ref_x))  # rows are stored shuffled: the source is sorted by class
     ref_x, ref_y = ref_x[order], ref_y[order]
-    held_x, held_y = load_rows(info, info.heldout)
-    assert x.shape == (4750, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and len(held_x) == 250
+    held_x, held_y = load_rows(info, info.heldout, raw=True)
+    assert x.shape == (4750, 1, 28, 28) and x.dtype == torch.uint8 and len(held_x) == 250
+    assert normalize(x).min() == -1 and normalize(x).max() == 1
     # every source row is in exactly one split: the held-out ones first in the shuffled order
-    assert torch.equal(to_uint8(torch.cat([held_x, x]))[:, 0], torch.from_numpy(ref_x))
+    assert torch.equal(torch.cat([held_x, x])[:, 0], torch.from_numpy(ref_x))
     assert torch.equal(torch.cat([held_y, y]), torch.from_numpy(ref_y))
     assert np.bincount(torch.cat([held_y, y]).numpy()).tolist() == [500] * 10
     assert (info.encoding, info.num_classes, info.num_rows) == ("uint8", 10, 4750)

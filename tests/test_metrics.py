@@ -2,6 +2,7 @@ import json
 import multiprocessing as mp
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,7 +210,8 @@ def test_detectors_refuse_wrong_inputs_and_name_their_weights(lenet):
     with pytest.raises(detectors.DetectorError, match=r"\[-1, 1\]"):
         lenet(torch.full((2, 1, 28, 28), 255.0))
     assert lenet.id.startswith("lenet-mnist-") and len(lenet.id) == len("lenet-mnist-") + 12
-    assert detectors.lenet_card()["heldout_accuracy"] >= 0.97
+    card = json.loads((Path(detectors.__file__).parent / "weights" / "lenet_mnist.json").read_text())
+    assert card["heldout_accuracy"] >= 0.97  # the shipped weights' record of what they reached
     assert detectors.resolve_name("auto", (1, 28, 28)) == "lenet-mnist"
     assert detectors.resolve_name("auto", (2,)) == "coords"
     assert detectors.resolve_name("auto", (3, 32, 32)) == "inception"

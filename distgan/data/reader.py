@@ -35,7 +35,7 @@ def decode_raw(images: list[bytes] | np.ndarray, info: DatasetInfo) -> np.ndarra
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels to [-1, 1] floats (the exact inverse of to_uint8); floats pass through."""
+    """uint8 pixels to [-1, 1] floats; floats pass through."""
     if x.dtype == torch.uint8:
         return x.float().div_(127.5).sub_(1.0)
     return x
@@ -44,11 +44,6 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def decode(images: list[bytes] | np.ndarray, info: DatasetInfo) -> torch.Tensor:
     """One batch as model input: images in [-1, 1], points as stored."""
     return normalize(torch.from_numpy(decode_raw(images, info)))
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images back to uint8 pixels, the exact inverse of decode for uint8 data."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def load_all(directory: str, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import importlib.metadata
 import importlib.resources
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -169,12 +168,6 @@ def build(name: str, sample_shape: tuple[int, ...], device: torch.device | str =
     if name == "inception":
         return Inception(device=device)
     raise DetectorError(f"detector {name!r}: expected inception, lenet-mnist or coords")
-
-
-def lenet_card() -> dict:
-    """What the shipped LeNet reached and the command that trained it."""
-    path = Path(str(importlib.resources.files("distgan.metrics") / "weights" / "lenet_mnist.json"))
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @contextlib.contextmanager

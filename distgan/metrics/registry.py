@@ -28,7 +28,6 @@ from distgan.metrics.stats import RealStats
 
 #: Short names of the feature spaces in metric names; inception's is implied by `fid`/`kid`.
 FEATURE_SPACE = {"lenet-mnist": "lenet", "coords": "coords"}
-DEFAULT = ("fd", "modes", "control")
 #: What a Fréchet distance of the original (pre-registry) runs was named: fid2k whatever the features.
 LEGACY = re.compile(r"^(fid|kid)(\d+k?)(_std)?$")
 
