@@ -72,8 +72,8 @@ class RunDir:
         return self.path(checkpoint.dir_name(step))
 
     def has_run(self) -> bool:
-        return bool(step_names(self.root)) or any(storage.exists(self.path(f)) for f in (SAMPLES, METRICS_FILE,
-                                                                                     RAY_SNAPSHOT))
+        return bool(step_names(self.root)) or any(storage.exists(self.path(f))
+                                                  for f in (SAMPLES, METRICS_FILE, RAY_SNAPSHOT))
 
     # --- before a run: refuse, resume or replace
     def check_new(self, force: bool, resume_hint: str) -> None:
