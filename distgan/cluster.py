@@ -21,7 +21,7 @@ import ray
 import ray.tune
 
 from distgan import console, ray_internals
-from distgan.config import ConfigError, RunConfig, env_seconds
+from distgan.config import ConfigError, RunConfig
 
 TRAIN_RUN = "train_run_id"  # Ray Train's id of the run that made a report (Withdraw reads it)
 
@@ -132,13 +132,12 @@ def concurrency(cfg: RunConfig, cap: Capacity, trials: int, shared_data: bool = 
     return max(1, min(fit, trials))
 
 
-def scale_up(cfg: RunConfig, trials_at_once: int, say: Callable[[str], None] = print,
-             timeout: float | None = None, poll: float = 2.0, shared_data: bool = False) -> None:
+def scale_up(cfg: RunConfig, trials_at_once: int, timeout: float, say: Callable[[str], None] = print,
+             poll: float = 2.0, shared_data: bool = False) -> None:
     """Ask the autoscaler for the first trials' resources and wait until one trial fits,
     with one line while nodes come up and one line if they never do. Ray keeps the request
     until it is replaced: release() at the job's end (Ray's autoscaling coordinator, through
     which Train and Data ask for their own resources, replaces it sooner)."""
-    timeout = env_seconds(SCALE_TIMEOUT_ENV, SCALE_TIMEOUT_S) if timeout is None else timeout
     need = trial_bundle(cfg, shared_data)
     if _fits(need, ray.cluster_resources()):
         return

@@ -24,7 +24,7 @@ from ray.util.queue import Empty, Queue
 
 from distgan import checkpoint, cluster, storage
 from distgan.checkpoint import HISTORY
-from distgan.config import ConfigError, RunConfig, RunFailed
+from distgan.config import ConfigError, RunConfig, RunFailed, env_seconds
 from distgan.data.reader import check_batch, load_all
 from distgan.data.schema import DatasetInfo, inspect
 from distgan.metrics import registry
@@ -227,13 +227,14 @@ def ready_cluster(cfg: RunConfig, location: str, info: DatasetInfo, mlflow_uri: 
     grow; returns how many runs fit at once and whether the data goes in memory."""
     if cfg.scaling.num_workers < 1:
         raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
+    scale_timeout = env_seconds(cluster.SCALE_TIMEOUT_ENV, cluster.SCALE_TIMEOUT_S)
     cluster.connect()
     cap = cluster.capacity()
     shared = in_memory(cfg.data.materialize, info)
     cluster.check_fits(cfg, cap, shared)
     cluster.multinode(cfg, location, mlflow_uri, cap, info.location)
     at_once = cluster.concurrency(cfg, cap, trials, shared)
-    cluster.scale_up(cfg, min(at_once, trials), say, shared_data=shared)
+    cluster.scale_up(cfg, min(at_once, trials), scale_timeout, say, shared_data=shared)
     return at_once, shared
 
 

@@ -339,7 +339,7 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
             f"{tracking.redact(job.mlflow_uri)} (experiment {job.experiment!r}, parent run {parent})")
         requests = cluster.Withdraw()
         try:
-            cluster.scale_up(base, min(job.max_concurrent, job.trials), say, scale_timeout, shared_data=shared)
+            cluster.scale_up(base, min(job.max_concurrent, job.trials), scale_timeout, say, shared_data=shared)
             stats_at = await_real_stats(pending, say)
             table = live.TrialTable(job, fd_key(base), evals_budget(base))
             ctx = TrialContext(job.experiment_dir, info, stats_at, uri, exp_id, parent,
