@@ -30,10 +30,8 @@ def train_local(cfg: RunConfig, out: str | Path, resume: bool = False, force: bo
     if resume:
         run.check_resume(cfg)
         restored = latest_good(run.root, dev)
-        if restored is None:
-            raise checkpoint.CheckpointError(f"--resume {run.root}: no readable checkpoint there")
-        for note in restored.skipped:
-            say(f"skipping a damaged checkpoint: {note}; resuming from {restored.name}")
+        for note in restored.notes:
+            say(note)
     else:
         run.check_new(force, run.root)
     # everything is validated before the run directory is touched

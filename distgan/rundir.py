@@ -38,16 +38,11 @@ ASIDE = ".replaced"  # an old run moved aside by --force until the new one has a
 
 @dataclass(frozen=True)
 class Restored:
-    """The newest checkpoint that loads, and a line for each newer one that did not."""
-    location: str
+    """The newest checkpoint that loads, and a line for each newer one that did not (for the
+    console: a one-process run prints them, a Ray worker sends them with its first report)."""
     state: dict
-    config: RunConfig
     history: list[dict]
-    skipped: list[str]
-
-    @property
-    def name(self) -> str:
-        return storage.name(self.location)
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -190,7 +185,7 @@ def step_names(parent: str) -> list[str]:
     return sorted((n for n in storage.list_dir(parent) if checkpoint.NAME.match(n)), reverse=True)
 
 
-def latest_good(parent: str, device: str | torch.device = "cpu", newest: str | None = None) -> Restored | None:
+def latest_good(parent: str, device: str | torch.device = "cpu", newest: str | None = None) -> Restored:
     """The newest checkpoint under `parent` (at or before the one named `newest`) that loads:
     a damaged one (a cut upload, a flipped byte) is skipped with a line and the one before used."""
     names = step_names(parent)
@@ -201,13 +196,15 @@ def latest_good(parent: str, device: str | torch.device = "cpu", newest: str | N
         location = storage.join(parent, name)
         try:
             with _local(location) as d:
-                state, cfg, _ = checkpoint.load(d, map_location=device)
+                state, _, _ = checkpoint.load(d, map_location=device)
                 history = checkpoint.load_history(d)
         except (checkpoint.CheckpointError, OSError) as e:
             skipped.append(str(e).splitlines()[0])
             continue
-        return Restored(location, state, cfg, history, skipped)
-    return None
+        return Restored(state, history, [f"skipping a damaged checkpoint: {s}; resuming from {name}" for s in skipped])
+    if newest is not None:
+        raise checkpoint.CheckpointError(f"{storage.join(parent, newest)}: no readable checkpoint there or before it")
+    raise checkpoint.CheckpointError(f"{parent}: no readable checkpoint there")
 
 
 @contextlib.contextmanager

@@ -127,9 +127,7 @@ def train_loop_per_worker(config: dict) -> None:
     if start is not None:
         parent, newest = posixpath.split(start.rstrip("/"))
         loaded = latest_good(parent, engine.device, newest=newest)
-        if loaded is None:
-            raise checkpoint.CheckpointError(f"{start}: no readable checkpoint there or before it")
-        notes += [f"skipping a damaged checkpoint: {note}; resuming from {loaded.name}" for note in loaded.skipped]
+        notes += loaded.notes
         engine.load_state_dict(loaded.state)
         if restored is not None:  # another trial's state (PBT) holds evaluations that are not this run's
             history = loaded.history
