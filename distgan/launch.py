@@ -221,21 +221,17 @@ def best_checkpoint(result: ray.train.Result, key: str) -> Best:
     return Best(storage.uri(ckpt.filesystem, ckpt.path), metrics)
 
 
-def ready_cluster(cfg: RunConfig, location: str, info: DatasetInfo, mlflow_uri: str = "", trials: int = 1,
-                  say: Callable[[str], None] = print) -> tuple[int, bool]:
-    """Connect, check the cluster can ever hold a run, wait for the autoscaler when it must
-    grow; returns how many runs fit at once and whether the data goes in memory."""
+def ready_cluster(cfg: RunConfig, location: str, info: DatasetInfo, mlflow_uri: str) -> tuple[cluster.Capacity, bool]:
+    """Connect and check the cluster can ever hold a run (of a job or of `train --workers`);
+    returns what it can grow to and whether the data goes in memory."""
     if cfg.scaling.num_workers < 1:
         raise ConfigError("scaling.num_workers: Ray Train needs at least 1 worker")
-    scale_timeout = env_seconds(cluster.SCALE_TIMEOUT_ENV, cluster.SCALE_TIMEOUT_S)
     cluster.connect()
     cap = cluster.capacity()
     shared = in_memory(cfg.data.materialize, info)
     cluster.check_fits(cfg, cap, shared)
     cluster.multinode(cfg, location, mlflow_uri, cap, info.location)
-    at_once = cluster.concurrency(cfg, cap, trials, shared)
-    cluster.scale_up(cfg, min(at_once, trials), scale_timeout, say, shared_data=shared)
-    return at_once, shared
+    return cap, shared
 
 
 def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bool = False,
@@ -256,7 +252,9 @@ def run(cfg: RunConfig, out: str | Path, location: str | None = None, resume: bo
     cluster.check_address()
     info = inspect(data_location(cfg, run.root))
     info.check_model(cfg.model)
+    scale_timeout = env_seconds(cluster.SCALE_TIMEOUT_ENV, cluster.SCALE_TIMEOUT_S)
     _, shared = ready_cluster(cfg, location, info, cfg.tracking.mlflow_uri)
+    cluster.scale_up(cfg, 1, scale_timeout, shared_data=shared)
     aside = run.move_aside() if force and not resume else None
     storage.make_dirs(run.root)
     if not resume:

@@ -41,7 +41,7 @@ from ray.tune.stopper import Stopper
 from distgan import cluster, console, storage, study, sweep, tracking
 from distgan.config import ConfigError, RunConfig, RunFailed, env_seconds
 from distgan.data.schema import inspect
-from distgan.launch import STORAGE_ENV, await_real_stats, fd_key, in_memory, put_arrays, real_stats
+from distgan.launch import STORAGE_ENV, await_real_stats, fd_key, put_arrays, ready_cluster, real_stats
 from distgan.loop import evals_at
 from distgan.rundir import data_location
 from distgan.trial import EVALS, TrialContext, read_lineage, trial_driver
@@ -318,12 +318,8 @@ def start(job: JobSpec, resume: bool = False, max_concurrent: int = 0, say=print
     scale_timeout = env_seconds(cluster.SCALE_TIMEOUT_ENV, cluster.SCALE_TIMEOUT_S)
     reconnect_timeout = env_seconds(tracking.RECONNECT_ENV, tracking.RECONNECT_S)
     tracking.check_reachable(job.mlflow_uri)
-    cluster.connect()
-    cap = cluster.capacity()
     info = inspect(job.data_dir)
-    shared = in_memory(base.data.materialize, info)
-    cluster.check_fits(base, cap, shared)
-    cluster.multinode(base, job.storage, job.mlflow_uri, cap, job.data_dir)
+    cap, shared = ready_cluster(base, job.storage, info, job.mlflow_uri)
     if not resume:
         job.max_concurrent = max_concurrent or cluster.concurrency(base, cap, job.trials, shared)
         job.save()
