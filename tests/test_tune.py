@@ -264,7 +264,7 @@ def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anyth
 
     from distgan import tuning
 
-    # PB2 won the HPO bench on mnist (docs/benchmarks.md): a job that names no scheduler gets it
+    # the default (PB2: docs/benchmarks.md has the bench behind it): a job that names no scheduler gets it
     ring8 = sweep.load("tune_spaces/ring8.yaml", presets.ring8())
     assert ring8.scheduler is None and sweep.SchedulerSpec().kind == "pb2"
     assert isinstance(build_scheduler(sweep.SchedulerSpec(), ring8, 8, "fd_coords2k"), PB2)
