@@ -206,8 +206,16 @@ def real_stats(cfg: RunConfig, info: DatasetInfo, cache_dir: str) -> ray.ObjectR
     return task.remote(cfg, info, cache_dir)
 
 
-def await_real_stats(pending: ray.ObjectRef, say: Callable[[str], None] = print) -> str:
-    """Their location, once the task is done."""
+def await_real_stats(pending: ray.ObjectRef, say: Callable[[str], None] = print, notice_s: float = 30.0) -> str:
+    """Their location, once the task is done. A task the cluster cannot place (its CPUs held
+    by other work) would wait without a word: the wait is said, at doubling intervals."""
+    waited = 0.0
+    while not ray.wait([pending], timeout=notice_s)[0]:
+        waited += notice_s
+        notice_s *= 2
+        free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+        say(f"real statistics: not ready after {waited:g} s; the cluster has {free:g} of {total:g} CPUs free "
+            "(`ray status` shows what holds them)")
     location, source, seconds = ray.get(pending)
     say(f"real statistics: {source} {location}" + (f" in {seconds:.1f} s" if source == "computed" else ""))
     return location

@@ -191,6 +191,32 @@ def test_bad_resources_and_storage_fail_before_anything_starts(ray_session, tmp_
     assert storage.check_writable(str(tmp_path / "new"), "--storage") == str(tmp_path / "new")
 
 
+@pytest.mark.timeout(120)
+def test_real_statistics_waiting_on_a_cluster_whose_cpus_are_held_say_so(ray_session):
+    # seen: a stray placement group held both CPUs and a job sat silently in ray.get
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    held = placement_group([{"CPU": 2}])
+    ray_session.get(held.ready())
+    said = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if len(said) == 2:  # two notices, then the CPUs come free
+            remove_placement_group(held)
+
+    task = ray_session.remote(lambda: ("where", "computed", 0.5)).options(num_cpus=0.5)
+    try:
+        assert await_real_stats(task.remote(), say, notice_s=1.0) == "where"
+    finally:
+        if len(said) < 2:
+            remove_placement_group(held)
+    assert said[:2] == ["real statistics: not ready after 1 s; the cluster has 0 of 2 CPUs free (`ray status` shows "
+                        "what holds them)", "real statistics: not ready after 3 s; the cluster has 0 of 2 CPUs "
+                        "free (`ray status` shows what holds them)"]
+    assert said[-1] == "real statistics: computed where in 0.5 s"
+
+
 @pytest.mark.timeout(600)
 def test_train_command_with_workers_guards_replaces_and_resumes_exactly(ray_session, mnist_dir, tmp_path, capsys):
     """One layout, one stream: a run replaced with --force in a --storage that is not the
