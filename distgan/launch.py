@@ -213,9 +213,10 @@ def await_real_stats(pending: ray.ObjectRef, say: Callable[[str], None] = print,
     while not ray.wait([pending], timeout=notice_s)[0]:
         waited += notice_s
         notice_s *= 2
-        free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
-        say(f"real statistics: not ready after {waited:g} s; the cluster has {free:g} of {total:g} CPUs free "
-            "(`ray status` shows what holds them)")
+        free, total = ray.available_resources(), ray.cluster_resources()
+        have = ", ".join(f"{free.get(k, 0.0):g} of {total[k]:g} {k}" for k in ("CPU", "GPU") if k in total)
+        say(f"real statistics: not ready after {waited:g} s; the cluster has {have} free (`ray status` shows what "
+            "holds them)")
     location, source, seconds = ray.get(pending)
     say(f"real statistics: {source} {location}" + (f" in {seconds:.1f} s" if source == "computed" else ""))
     return location

@@ -211,8 +211,8 @@ def test_real_statistics_waiting_on_a_cluster_whose_cpus_are_held_say_so(ray_ses
     finally:
         if len(said) < 2:
             remove_placement_group(held)
-    assert said[:2] == ["real statistics: not ready after 1 s; the cluster has 0 of 2 CPUs free (`ray status` shows "
-                        "what holds them)", "real statistics: not ready after 3 s; the cluster has 0 of 2 CPUs "
+    assert said[:2] == ["real statistics: not ready after 1 s; the cluster has 0 of 2 CPU free (`ray status` shows "
+                        "what holds them)", "real statistics: not ready after 3 s; the cluster has 0 of 2 CPU "
                         "free (`ray status` shows what holds them)"]
     assert said[-1] == "real statistics: computed where in 0.5 s"
 
