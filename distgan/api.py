@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the CLI imports this module before anything heavy
     from distgan.rundir import Best
 
 DEFAULT_MODEL = "distgan-generator"
+TRIAL_WORKERS = 2  # Ray Train workers of a trial whose config trains in one process (num_workers 0)
 
 
 def config(preset: str | None = None, config_file: str | None = None,
@@ -48,23 +49,27 @@ def _overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
 
 
 def tune(space: str, preset: str | None = None, config_file: str | None = None,
-         overrides: dict[str, Any] | list[str] | None = None, trials: int | None = None, workers_per_trial: int = 2,
+         overrides: dict[str, Any] | list[str] | None = None, trials: int | None = None,
+         workers_per_trial: int | None = None,
          gpus_per_worker: float = 0.0, max_concurrent: int = 0, scheduler: str | None = None,
          grace_period: int | None = None, reduction_factor: int | None = None, perturbation_interval: int | None = None,
          seed: int = 0, storage: str | None = None, shared_storage: bool = False, name: str | None = None,
          mlflow_uri: str | None = None, experiment: str | None = None, say: Callable[[str], None] = print):
     """Start a tuning job and wait for it; returns a `distgan.tuning.TuneResult`. Options as
-    `distgan tune`; the sweep file's budget and scheduler apply where these are None."""
+    `distgan tune`; the sweep file's budget and scheduler apply where these are None, the
+    config's scaling.num_workers where workers_per_trial is (TRIAL_WORKERS where that is 0)."""
     console.quiet()  # before the libraries below are imported, as the command line does
     from distgan import presets, tuning
 
-    if workers_per_trial < 1:
+    if workers_per_trial is not None and workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial {workers_per_trial}: expected at least 1")
     if max_concurrent < 0:
         raise ConfigError(f"--max-concurrent {max_concurrent}: expected 0 (what the cluster allows) or more")
     base = presets.load(preset, config_file)
-    sets = {**_overrides(overrides), **_run_sets(workers_per_trial, gpus_per_worker, shared_storage, mlflow_uri,
+    sets = {**_overrides(overrides), **_run_sets(workers_per_trial or 0, gpus_per_worker, shared_storage, mlflow_uri,
                                                  experiment)}
+    if not base.with_overrides(sets).scaling.num_workers:  # a one-process config: each trial gets Ray Train workers
+        sets["scaling.num_workers"] = TRIAL_WORKERS
     schedule = {"kind": scheduler, "grace_period": grace_period, "reduction_factor": reduction_factor,
                 "perturbation_interval": perturbation_interval}
     job = tuning.new_job(base, space, trials, storage, name, schedule, seed, preset or "", overrides=sets)
@@ -75,7 +80,7 @@ def _run_sets(workers: int, gpus_per_worker: float, shared_storage: bool, mlflow
               experiment: str | None) -> dict[str, Any]:
     if gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker {gpus_per_worker}: expected 0 (CPU) or more")
-    sets: dict[str, Any] = {"scaling.num_workers": workers}
+    sets: dict[str, Any] = {"scaling.num_workers": workers} if workers else {}
     if gpus_per_worker:
         sets.update({"scaling.use_gpu": True, "scaling.gpus_per_worker": float(gpus_per_worker)})
     if shared_storage:
@@ -119,8 +124,7 @@ def train(out: str, preset: str | None = None, config_file: str | None = None,
     if gpus_per_worker and not workers:
         raise ConfigError("--gpus-per-worker needs --workers N (a one-process run uses CUDA when present)")
     sets = _overrides(overrides)
-    run_sets = {k: v for k, v in _run_sets(workers, gpus_per_worker, shared_storage, mlflow_uri, experiment).items()
-                if workers or k != "scaling.num_workers"}
+    run_sets = _run_sets(workers, gpus_per_worker, shared_storage, mlflow_uri, experiment)
     if resume:
         if preset or config_file:
             raise ConfigError("--resume takes its config from the run; use --set to change keys")

@@ -72,7 +72,7 @@ def _tracking_args(p: argparse.ArgumentParser, default_note: str, experiment: bo
         p.add_argument("--experiment", help="MLflow experiment name (default: distgan)")
 
 
-def _scaling_args(p: argparse.ArgumentParser, workers_default: int, workers_help: str) -> None:
+def _scaling_args(p: argparse.ArgumentParser, workers_default: int | None, workers_help: str) -> None:
     p.add_argument("--workers", "--workers-per-trial", dest="workers", type=_positive("workers", int, 0),
                    default=workers_default, help=workers_help)
     p.add_argument("--gpus-per-worker", type=_positive("gpus", float, 0), default=0.0,
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(tu)
     tu.add_argument("--space", help="sweep file (tune_spaces/): parameters, and optionally budget and scheduler")
     tu.add_argument("--trials", type=_positive("trials"), help="default: the sweep file's budget, else 16")
-    _scaling_args(tu, 2, "Ray Train workers per trial")
+    _scaling_args(tu, None, "Ray Train workers per trial (default: the config's scaling.num_workers, else 2)")
     tu.add_argument("--max-concurrent", type=_positive("max_concurrent", int, 0), default=0,
                     help="trials at once; 0: what the cluster can grow to")
     tu.add_argument("--scheduler", choices=SCHEDULERS, help="default: the sweep file's, else pb2")

@@ -83,6 +83,7 @@ def test_mlflow_down_for_a_minute_loses_no_evaluation(ray_session, tmp_path):
         (parent,) = c.search_runs([exp], f"tags.`{tracking.KIND}` = 'tuning-job'")
         (child,) = tracking.child_runs(c, exp, parent.info.run_id)
         assert parent.info.status == child.info.status == "FINISHED"
+        assert child.data.params["scaling.num_workers"] == "1"  # the --set, not --workers' default
         steps = sorted(m.step for m in c.get_metric_history(child.info.run_id, "fd_lenet500"))
         assert steps == [50, 100, 150, 200, 250, 300]  # every evaluation, once
         images = [a.path for a in c.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]

@@ -148,9 +148,9 @@ def _reported(exp: Path) -> dict[str, list[tuple]]:
 
 @pytest.mark.timeout(900)
 def test_interrupted_job_exits_130_and_resumes_without_rerunning_finished_trials(ray_session, mlflow_server, tmp_path):
-    # long enough evaluation windows that Ctrl-C lands while the second trial trains (~10 s each
-    # on 2 cores since the data is indexed in memory)
-    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 3200, "eval_every": 800})
+    # evaluation windows long enough that Ctrl-C lands while the second trial trains: it is sent
+    # at the second's first report, and that trial has three windows (~5 s each on 2 cores) to go
+    space = _space(tmp_path, [GOOD, GOOD], budget={"steps": 1600, "eval_every": 400})
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cmd = [sys.executable, "-m", "distgan.cli", *_tune_args(space, tmp_path, "job", mlflow_server, "tune-resume",
                                                              "--trials", "2", "--scheduler", "none",
