@@ -68,11 +68,16 @@ def _held(gcs: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _ray_status(gcs: str) -> str:
-    """What the autoscaler thinks of the cluster, for a failure's message."""
-    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "-v", "--address", gcs], env=_env(),
-                         capture_output=True, text=True, timeout=60, check=False)
-    return out.stdout[-3000:] + out.stderr[-1000:] + f"\ncoordinator: {_held(gcs)}"
+def _ray_status(gcs: str, api: str) -> str:
+    """What the autoscaler thinks of the cluster, and what still lives on it (an actor or a
+    placement group keeps a node from being idle), for a failure's message."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    text = ""
+    for cmd in (["status", "-v", "--address", gcs], ["list", "actors", "--filter", "state=ALIVE", "--address", api],
+                ["list", "placement-groups", "--filter", "state=CREATED", "--address", api]):
+        out = subprocess.run([ray_cli, *cmd], env=_env(), capture_output=True, text=True, timeout=60, check=False)
+        text += out.stdout[-3000:] + out.stderr[-1000:]
+    return text + f"\ncoordinator: {_held(gcs)}"
 
 
 @pytest.fixture(scope="module")
@@ -136,4 +141,4 @@ def test_a_job_on_a_cluster_at_zero_nodes_scales_it_up_and_back(autoscaling_head
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _worker_cpus(address) != 0:  # -1: the State API did not answer
         time.sleep(2)
-    assert _worker_cpus(address) == 0, _ray_status(gcs)
+    assert _worker_cpus(address) == 0, _ray_status(gcs, address)
