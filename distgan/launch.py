@@ -22,7 +22,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from distgan import checkpoint, cluster, storage
+from distgan import checkpoint, cluster, ray_internals, storage
 from distgan.checkpoint import HISTORY
 from distgan.config import ConfigError, RunConfig, RunFailed, env_seconds
 from distgan.data.reader import check_batch, load_all
@@ -240,6 +240,8 @@ def ready_cluster(cfg: RunConfig, location: str, info: DatasetInfo, mlflow_uri: 
     shared = in_memory(cfg.data.materialize, info)
     cluster.check_fits(cfg, cap, shared)
     cluster.multinode(cfg, location, mlflow_uri, cap, info.location)
+    if cap.autoscaling:
+        ray_internals.home_autoscaling_coordinator()
     return cap, shared
 
 

@@ -7,7 +7,8 @@ what distgan then does without it is said in the line.
 - the autoscaler's maximum and whether one runs (cluster capacity: judge a cluster by what
   it can become);
 - Train's client of Ray's autoscaling coordinator (withdraw a killed run's request, which
-  Ray would otherwise keep 180 s, holding idle nodes up);
+  Ray would otherwise keep 180 s, holding idle nodes up), and the coordinator itself (made
+  on the driver's node, so that no worker node hosts it for ever);
 - Train V2's per-report logger (named by its file path, out of LoggingConfig's reach);
 - the driver's printer of raylet messages (the worker-pool size warning is no logger's);
 - PBT and PB2's per-trial state and the Tune controller's checkpointing (a killed
@@ -79,6 +80,21 @@ def withdraw_train_request(run_id: str) -> None:
         _degraded("Train autoscaling client", "idle nodes may stay up to 180 s after a trial", e)
         return
     TrainAutoscalingCoordinatorClient(f"train-{run_id}").cancel_resource_request()
+
+
+def home_autoscaling_coordinator() -> None:
+    """Make Ray's autoscaling coordinator here, on the driver's node (the head, under Ray
+    Jobs), before any trial runs. Ray makes it, detached and bound to its node, on the node
+    of whichever process first asks: a Train controller or Data executor on a worker node
+    would keep that node busy, never idle, so never scaled down."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError as e:
+        _degraded("autoscaling coordinator", "a worker node that comes to host it stays up", e)
+        return
+    get_or_create_autoscaling_coordinator()
 
 
 def quiet_train_reports() -> None:

@@ -39,13 +39,20 @@ def _env() -> dict:
             "RAY_ADDRESS": "", "RAY_API_SERVER_ADDRESS": ""}
 
 
-def _worker_cpus(address: str) -> float:
-    """CPUs the alive worker nodes hold (the head holds none), from the State API."""
-    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", "nodes", "--address", address, "--format",
+def _listed(address: str, what: str) -> list[dict] | None:
+    """`ray list <what>` from the State API; None when it does not answer."""
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", what, "--address", address, "--format",
                           "json", "--detail"], env=_env(), capture_output=True, text=True, timeout=60, check=False)
     try:
-        nodes = json.loads(out.stdout)
+        return json.loads(out.stdout)
     except ValueError:
+        return None
+
+
+def _worker_cpus(address: str) -> float:
+    """CPUs the alive worker nodes hold (the head holds none); -1 when the State API does not answer."""
+    nodes = _listed(address, "nodes")
+    if nodes is None:
         return -1.0
     return sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes if n["state"] == "ALIVE")
 
@@ -137,6 +144,12 @@ def test_a_job_on_a_cluster_at_zero_nodes_scales_it_up_and_back(autoscaling_head
     # what it asked the autoscaler for (Ray would drop it after 180 s): the job withdrew it
     held = _held(gcs)
     assert not [k for k in held if k.startswith("train-")], held
+    # Ray's coordinator (detached, bound to the node that made it) lives on the head: on a worker
+    # node it would keep that node busy for ever
+    (head,) = [n["node_id"] for n in _listed(address, "nodes") if n["is_head_node"]]
+    homes = [a["node_id"] for a in _listed(address, "actors") if a["name"] == "AutoscalingCoordinator"
+             and a["state"] == "ALIVE"]
+    assert homes == [head], homes
     # the nodes the job asked for go once idle: the cluster is back at 0 CPUs for work
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _worker_cpus(address) != 0:  # -1: the State API did not answer

@@ -20,11 +20,16 @@ def test_the_private_apis_distgan_uses_are_there():
     from ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client import (
         TrainAutoscalingCoordinatorClient,
     )
+    from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as coordinator
 
     assert callable(state.state.get_max_resources_from_cluster_config)
     assert isinstance(ray_constants.DEBUG_AUTOSCALING_STATUS, str)
     assert context.__file__.endswith("context.py")
     assert "cancel_resource_request" in dir(TrainAutoscalingCoordinatorClient)
+    # the coordinator is made, detached, on the node of its first caller: made by the driver, it lives there
+    made = inspect.getsource(coordinator.get_or_create_autoscaling_coordinator)
+    assert "get_node_id()" in made and 'lifetime="detached"' in made
+    assert "get_or_create_autoscaling_coordinator" in inspect.getsource(TrainAutoscalingCoordinatorClient)
     # the Tune controller's checkpointing, reached through the scheduler's wrapper
     assert {"force", "wait"} <= set(inspect.signature(TuneController.checkpoint).parameters)
     assert callable(TuneController._mark_trial_to_checkpoint)
@@ -76,7 +81,7 @@ def test_a_private_api_that_moved_degrades_with_one_line(monkeypatch, capsys):
     real_import = builtins.__import__
 
     def moved(name, *args, **kwargs):
-        if name.startswith(("ray._private", "ray.train.v2._internal")):
+        if name.startswith(("ray._private", "ray.train.v2._internal", "ray.data._internal")):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
 
@@ -86,8 +91,9 @@ def test_a_private_api_that_moved_degrades_with_one_line(monkeypatch, capsys):
     ray_internals.withdraw_train_request("abc")
     ray_internals.quiet_train_reports()
     ray_internals.quiet_worker_pool_warning()
+    ray_internals.home_autoscaling_coordinator()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 5 and all(line.startswith("distgan: this Ray has no ") for line in lines), lines
+    assert len(lines) == 6 and all(line.startswith("distgan: this Ray has no ") for line in lines), lines
 
 
 def test_an_exploit_is_saved_through_the_controller_the_wrapper_holds():
