@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import nodes
 from distgan import server, storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def autoscaling_head(s3, tmp_path_factory):
         assert _worker_cpus(address) == 0, "the head did not start (or holds CPUs)"
         yield address, f"127.0.0.1:{gcs}"
     finally:
-        server.stop(head)  # the head's process group: its autoscaler and the fake nodes it launched
+        nodes.kill(head)  # its process group: the autoscaler and the fake nodes it launched
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+import nodes
 from distgan import jobs, server, tracking
 from distgan.cli import main
 
@@ -69,21 +70,21 @@ def two_nodes(s3):
                       "--include-dashboard=true", "--num-cpus=2", f"--ray-client-server-port={free()}",
                       f"--dashboard-agent-listen-port={free()}", f"--runtime-env-agent-port={free()}",
                       f"--metrics-export-port={free()}", f"--temp-dir={temp}"], env)
-    nodes = [head]
+    started = [head]
     try:
         address = f"http://127.0.0.1:{dash}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not _alive_nodes(address):
             time.sleep(1)
-        nodes.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2", f"--dashboard-agent-listen-port={free()}",
+        started.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2", f"--dashboard-agent-listen-port={free()}",
                                 f"--runtime-env-agent-port={free()}", f"--metrics-export-port={free()}"], env))
         while time.monotonic() < deadline + 60 and len(alive := _alive_nodes(address)) < 2:
             time.sleep(1)
         assert len(alive) == 2, "the second node did not join"
         yield address, alive
     finally:
-        for proc in reversed(nodes):
-            server.stop(proc)  # its process group: that node only
+        for proc in reversed(started):
+            nodes.kill(proc)  # its process group: that node only
         shutil.rmtree(temp, ignore_errors=True)
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # no later ray.init may join the dead head
 
