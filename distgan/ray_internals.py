@@ -91,10 +91,9 @@ def home_autoscaling_coordinator() -> None:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
             get_or_create_autoscaling_coordinator,
         )
-    except ImportError as e:
+        get_or_create_autoscaling_coordinator()
+    except Exception as e:  # moved, or refused here (a Ray Client driver): the job runs on without it
         _degraded("autoscaling coordinator", "a worker node that comes to host it stays up", e)
-        return
-    get_or_create_autoscaling_coordinator()
 
 
 def quiet_train_reports() -> None:
