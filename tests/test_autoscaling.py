@@ -79,13 +79,13 @@ def _held(gcs: str) -> dict:
 def _ray_status(gcs: str, api: str) -> str:
     """What the autoscaler thinks of the cluster, and what still lives on it (an actor or a
     placement group keeps a node from being idle), for a failure's message."""
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    text = ""
-    for cmd in (["status", "-v", "--address", gcs], ["list", "actors", "--filter", "state=ALIVE", "--address", api],
-                ["list", "placement-groups", "--filter", "state=CREATED", "--address", api]):
-        out = subprocess.run([ray_cli, *cmd], env=_env(), capture_output=True, text=True, timeout=60, check=False)
-        text += out.stdout[-3000:] + out.stderr[-1000:]
-    return text + f"\ncoordinator: {_held(gcs)}"
+    out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "-v", "--address", gcs], env=_env(),
+                         capture_output=True, text=True, timeout=60, check=False)
+    actors = [(a["class_name"], a["name"], a["node_id"]) for a in _listed(api, "actors") or [] if a["state"] == "ALIVE"]
+    groups = [(g["placement_group_id"], g["bundles"]) for g in _listed(api, "placement-groups") or []
+              if g["state"] == "CREATED"]
+    return (out.stdout[-3000:] + out.stderr[-1000:] + f"\nalive actors: {actors}\ncreated placement groups: {groups}"
+            f"\ncoordinator: {_held(gcs)}")
 
 
 @pytest.fixture(scope="module")
