@@ -65,7 +65,8 @@ class WatchRules:
     overfit_r: float = 0.6
     """r_t above which D is too sure of the reals (ADA's target)."""
     gap_rise: float = 0.05
-    """How far d_gap must have risen above its lowest to count as D telling its reals apart."""
+    """How far d_gap must have risen above its lowest to count as D telling its reals apart
+    (and beyond `noise` combined standard errors of the two gaps, `d_gap_se`)."""
 
 
 def margin(se_a: float, se_b: float, z: float) -> float:
@@ -83,13 +84,17 @@ def watch_reason(history: Sequence[dict[str, float]], fd_key: str, rules: WatchR
         return "diverged", f"{fd_key} {fd[-1]:.4g}"
     best = min(range(len(fd)), key=fd.__getitem__)
     if best < len(fd) - 1 and "d_gap" in last and "d_gap" in history[best]:
-        gaps = [h["d_gap"] for h in history if "d_gap" in h]
-        opened = last["d_gap"] - min(gaps) > rules.gap_rise  # D tells its reals from unseen ones, more than it did
+        low = min((h for h in history if "d_gap" in h), key=lambda h: h["d_gap"])
+        # D tells its reals from unseen ones more than it did, by more than gap_rise and than
+        # the gap's noise (conservative: the two are measured on the same probe reals)
+        opened = last["d_gap"] - low["d_gap"] > max(rules.gap_rise, margin(last.get("d_gap_se", 0.0),
+                                                                           low.get("d_gap_se", 0.0), rules.noise))
         still_open = last["d_gap"] >= history[best]["d_gap"] - rules.gap_rise
         if (last.get("r_t", 0.0) > rules.overfit_r and opened and still_open
                 and fd[-1] - fd[best] > margin(se[-1], se[best], rules.noise)):
-            return "d_overfit", (f"r_t {last['r_t']:.2f} > {rules.overfit_r}, d_gap {min(gaps):.2f} -> "
-                                 f"{last['d_gap']:.2f} ({history[best]['d_gap']:.2f} at the best), {fd_key} "
+            return "d_overfit", (f"r_t {last['r_t']:.2f} > {rules.overfit_r}, d_gap {low['d_gap']:.2f} -> "
+                                 f"{last['d_gap']:.2f} (+-{last.get('d_gap_se', 0.0):.2g}; "
+                                 f"{history[best]['d_gap']:.2f} at the best), {fd_key} "
                                  f"{fd[best]:.4g} -> {fd[-1]:.4g} (+-{se[-1]:.2g})")
     p = rules.patience
     if p and len(fd) > p:

@@ -138,7 +138,8 @@ class SchedulerSpec:
     patience: int = 3
     """watch: evaluations without an improvement beyond the noise before a trial has plateaued (0: never)."""
     noise: float = 2.0
-    """watch: d_overfit and dominated need the distance worse by this many combined standard errors."""
+    """watch: d_overfit and dominated need the distance worse by this many combined standard errors
+    (and d_overfit, d_gap opened by as many of its own)."""
     plateau_noise: float = 1.0
     """watch: an improvement beyond this many combined standard errors is progress."""
     overfit_r: float = 0.6

@@ -59,8 +59,8 @@ class WatchScheduler(FIFOScheduler):
         history = self.histories.setdefault(trial.trial_id, [])
         if history and evals <= history[-1][EVALS]:  # a resumed trial reports its past again
             return TrialScheduler.CONTINUE
-        history.append({EVALS: evals, **{k: float(result[k]) for k in
-                                         (self.fd_key, self.se_key, "r_t", "d_gap", "diverged") if k in result}})
+        signals = (self.fd_key, self.se_key, "r_t", "d_gap", "d_gap_se", "diverged")
+        history.append({EVALS: evals, **{k: float(result[k]) for k in signals if k in result}})
         if evals < self.grace_period or evals >= self.max_t:  # the last evaluation ends the trial anyway
             return TrialScheduler.CONTINUE
         reason, why = watch_reason(history, self.fd_key, self.rules)

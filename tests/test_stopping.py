@@ -1,3 +1,5 @@
+import numpy as np
+
 from distgan.config import StopConfig
 from distgan.stopping import WatchRules, dominated, stop_reason, watch_reason
 
@@ -61,7 +63,7 @@ def test_d_overfit_needs_r_t_high_the_gap_opened_and_the_distance_rising_beyond_
     start, best = w(60, 1.0, r_t=0.9, d_gap=0.02), w(30, 1.0, r_t=0.7, d_gap=0.3)
     worse = w(36, 1.0, r_t=0.8, d_gap=0.35)
     reason, why = watch_reason([start, best, worse], "fd_lenet2k", rules)
-    assert reason == "d_overfit" and "d_gap 0.02 -> 0.35 (0.30 at the best)" in why and "r_t 0.80" in why
+    assert reason == "d_overfit" and "d_gap 0.02 -> 0.35 (+-0; 0.30 at the best)" in why and "r_t 0.80" in why
     # any one sign missing: not overfitting
     assert watch_reason([start, best, {**worse, "r_t": 0.55}], "fd_lenet2k", rules) == ("", "")  # D unsure of reals
     assert watch_reason([start, best, {**worse, "d_gap": 0.2}], "fd_lenet2k", rules) == ("", "")  # gap closing
@@ -72,6 +74,18 @@ def test_d_overfit_needs_r_t_high_the_gap_opened_and_the_distance_rising_beyond_
     assert watch_reason([start, best, {k: v for k, v in worse.items() if k != "d_gap"}], "fd_lenet2k", rules) == ("", "")
     assert watch_reason([start, {**best, "fd_lenet2k": 40.0}, worse], "fd_lenet2k", rules) == ("", "")  # the best is now
     assert watch_reason([start, w(1e4, diverged=1.0)], "fd_lenet2k", rules)[0] == "diverged"
+
+
+def test_d_overfit_needs_the_gap_opened_beyond_its_own_noise():
+    """Seen on small-data mnist (200 held-out digits): a trial stopped as d_overfit at its second
+    evaluation, fd 2097 -> 2190, d_gap 0.01 -> 0.08, a rise within one standard error (+-0.058)."""
+    rules = WatchRules(patience=0)  # noise 2, gap_rise 0.05
+    first, second = w(2097, 1.9, r_t=0.99, d_gap=0.01, d_gap_se=0.058), w(2190, 1.9, r_t=1.0, d_gap=0.08, d_gap_se=0.058)
+    assert watch_reason([first, second], "fd_lenet2k", rules) == ("", "")
+    assert watch_reason([{**first, "d_gap_se": 0.0}, {**second, "d_gap_se": 0.0}], "fd_lenet2k", rules)[0] == "d_overfit"
+    opened = {**second, "d_gap": 0.01 + 2 * np.hypot(0.058, 0.04) + 0.01, "d_gap_se": 0.04}  # beyond 2 combined se
+    reason, why = watch_reason([first, opened], "fd_lenet2k", rules)
+    assert reason == "d_overfit" and "(+-0.04;" in why
 
 
 def test_a_rung_stops_only_trials_worse_than_its_cutoff_by_more_than_the_noise():

@@ -122,7 +122,7 @@ def test_tuning_job_samples_stops_early_and_survives_bad_trials(ray_session, mlf
     assert status[1e-6].data.tags[tracking.STOP_WHY] == slow["stop_why"]
     # the signals of every evaluation are in MLflow: the distance's noise, r_t and D's held-out gap
     logged = set(status[1e-3].data.metrics)
-    assert {"fd_coords2k_se", "r_t", "r_train", "r_held", "d_gap"} <= logged, logged
+    assert {"fd_coords2k_se", "r_t", "r_train", "r_held", "d_gap", "d_gap_se"} <= logged, logged
     assert status[2e-3].info.status == "FAILED" and status[2e-3].data.tags["stop_reason"] == "error"
     assert status[50.0].info.status == "FINISHED" and status[50.0].data.tags["stop_reason"] == "diverged"
     assert status[1e-3].info.status == "FINISHED" and status[1e-3].data.tags["stop_reason"] == "completed"
