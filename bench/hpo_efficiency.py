@@ -20,6 +20,7 @@ of the per-seed ratios of best distances and the two-sided Wilcoxon signed-rank 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import statistics
 import tempfile
@@ -102,7 +103,7 @@ class Budget(Stopper):
         return self.left <= 0
 
 
-def run(method: str, problem: str, seed: int, tmp: str) -> dict:
+def run(method: str, problem: str, seed: int, tmp: str, watch: dict | None = None) -> dict:
     preset, over, trials, steps, eval_every = PROBLEMS[problem]
     base = presets.get(preset).with_overrides({**over, "train.steps": steps, "train.eval_every": eval_every,
                                                 "train.seed": seed})
@@ -134,7 +135,7 @@ def run(method: str, problem: str, seed: int, tmp: str) -> dict:
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
         scheduler = (AsyncHyperBandScheduler(time_attr=EVALS, max_t=per_trial, grace_period=1, reduction_factor=3)
                      if method == "asha" else
-                     build_scheduler(sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3), found,
+                     build_scheduler(sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3, **(watch or {})), found,
                                      per_trial, fd_key(base), f"{tmp}/{name}"))
         tune_config.update(num_samples=10 * trials, search_alg=searcher, scheduler=scheduler)
     else:
@@ -161,7 +162,16 @@ def main() -> None:
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--watch", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="watch's rules other than the defaults, e.g. patience=5 noise=3 (sweep.SchedulerSpec)")
     a = p.parse_args()
+    watch = {k: yaml.safe_load(v) for k, _, v in (w.partition("=") for w in a.watch)}
+    rules = {f.name for f in dataclasses.fields(sweep.SchedulerSpec)} - {"kind"}
+    unknown = set(watch) - rules
+    if unknown:
+        p.error(f"--watch {', '.join(sorted(unknown))}: not a rule of sweep.SchedulerSpec")
+    if watch:
+        print(f"watch rules: {watch}", flush=True)
     ray.init(address="local", num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
@@ -169,7 +179,7 @@ def main() -> None:
             rows = {}
             for m in a.methods:
                 for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps what it ran
-                    r = run(m, problem, s, tmp)
+                    r = run(m, problem, s, tmp, watch)
                     rows.setdefault(m, []).append(r)
                     print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g}, {r['evals']} evaluations, "
                           f"{r['trials']} trials, {r['wall']:.0f} s", flush=True)
