@@ -55,7 +55,7 @@ def stop_reason(history: Sequence[dict[str, float]], fd_key: str, cfg: StopConfi
 
 @dataclass(frozen=True)
 class WatchRules:
-    patience: int = 3
+    patience: int = 5
     """P: evaluations without an improvement beyond the noise before `plateaued` (0: never)."""
     noise: float = 2.0
     """z: `d_overfit` and `dominated` need the distance worse by z combined standard errors of

@@ -135,7 +135,7 @@ class SchedulerSpec:
     """pbt/pb2: decide once every trial has reached the interval (the early ones pause), not
     against the others' last decision points: for a small population running side by side,
     where an asynchronous decision compares a trial with one an interval behind it."""
-    patience: int = 3
+    patience: int = 5
     """watch: evaluations without an improvement beyond the noise before a trial has plateaued (0: never)."""
     noise: float = 2.0
     """watch: d_overfit and dominated need the distance worse by this many combined standard errors
