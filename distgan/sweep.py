@@ -155,19 +155,20 @@ class SchedulerSpec:
     def validate(self, where: str) -> "SchedulerSpec":
         if self.kind not in SCHEDULERS:
             raise ConfigError(f"{where}scheduler {self.kind!r}: expected one of {SCHEDULERS}")
-        checks = [("grace_period", self.grace_period >= 1, ">= 1"), ("reduction_factor", self.reduction_factor >= 2, ">= 2"),
-                  ("perturbation_interval", self.perturbation_interval >= 1, ">= 1"),
-                  ("quantile_fraction", 0 < self.quantile_fraction <= 0.5, "in (0, 0.5]"),
-                  ("resample_probability", 0 <= self.resample_probability <= 1, "in [0, 1]"),
-                  ("patience", self.patience >= 0 and float(self.patience).is_integer(), "a whole number >= 0"),
-                  ("noise", self.noise >= 0, ">= 0"), ("plateau_noise", self.plateau_noise >= 0, ">= 0"),
-                  ("overfit_r", -1 <= self.overfit_r <= 1, "in [-1, 1]"),
-                  ("gap_rise", 0 <= self.gap_rise <= 2, "in [0, 2]")]
+        # each bound is read only once its value is known to be a number (a YAML string is not)
+        checks = [("grace_period", lambda v: v >= 1, ">= 1"), ("reduction_factor", lambda v: v >= 2, ">= 2"),
+                  ("perturbation_interval", lambda v: v >= 1, ">= 1"),
+                  ("quantile_fraction", lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
+                  ("resample_probability", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                  ("patience", lambda v: v >= 0 and float(v).is_integer(), "a whole number >= 0"),
+                  ("noise", lambda v: v >= 0, ">= 0"), ("plateau_noise", lambda v: v >= 0, ">= 0"),
+                  ("overfit_r", lambda v: -1 <= v <= 1, "in [-1, 1]"),
+                  ("gap_rise", lambda v: 0 <= v <= 2, "in [0, 2]")]
         if not isinstance(self.synch, bool):
             raise ConfigError(f"{where}scheduler.synch: {self.synch!r} is invalid, expected true or false")
         for key, ok, expected in checks:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
                 raise ConfigError(f"{where}scheduler.{key}: {value!r} is invalid, expected {expected}")
         return self
 

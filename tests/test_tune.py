@@ -233,6 +233,7 @@ ONE = {"train.n_d": {"dist": "choice", "values": [1]}}
       "values": [1]}}}, "scheduler.quantile_fraction: 0.9 is invalid"),
     ({"scheduler": {"kind": "pbt", "synch": "yes"}, "params": {"train.n_d": {"dist": "choice", "values": [1]}}},
      "scheduler.synch: 'yes' is invalid"),
+    ({"scheduler": {"kind": "watch", "patience": "abc"}, "params": ONE}, "scheduler.patience: 'abc' is invalid"),
     # a second objective names what the runs compute, after the distance, with a direction
     ({"objectives": {"info_rho": "max"}, "params": ONE}, "expected {fd: min} first"),
     ({"objectives": {"fd": "min", "loss_g": "min"}, "params": ONE}, "objectives.loss_g: not a metric to trade"),
