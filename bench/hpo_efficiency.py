@@ -37,7 +37,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from distgan import checkpoint, presets, sweep
-from distgan.config import RunConfig
+from distgan.config import ConfigError, RunConfig
 from distgan.data import prepare
 from distgan.data.reader import epoch_batches, load_all
 from distgan.engine import GANEngine
@@ -61,6 +61,7 @@ PROBLEMS = {
 }
 SMALL_DIGITS = 1000
 METHODS = ("watch", "asha", "pbt", "pb2", "random")
+WATCH = sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3)  # ASHA's rungs, with noise margins
 
 
 def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool) -> None:
@@ -103,7 +104,7 @@ class Budget(Stopper):
         return self.left <= 0
 
 
-def run(method: str, problem: str, seed: int, tmp: str, watch: dict | None = None) -> dict:
+def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSpec = WATCH) -> dict:
     preset, over, trials, steps, eval_every = PROBLEMS[problem]
     base = presets.get(preset).with_overrides({**over, "train.steps": steps, "train.eval_every": eval_every,
                                                 "train.seed": seed})
@@ -135,8 +136,7 @@ def run(method: str, problem: str, seed: int, tmp: str, watch: dict | None = Non
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
         scheduler = (AsyncHyperBandScheduler(time_attr=EVALS, max_t=per_trial, grace_period=1, reduction_factor=3)
                      if method == "asha" else
-                     build_scheduler(sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3, **(watch or {})), found,
-                                     per_trial, fd_key(base), f"{tmp}/{name}"))
+                     build_scheduler(watch, found, per_trial, fd_key(base), f"{tmp}/{name}"))
         tune_config.update(num_samples=10 * trials, search_alg=searcher, scheduler=scheduler)
     else:
         param_space = {p.key: p.tune_domain() for p in found.params}
@@ -166,10 +166,13 @@ def main() -> None:
                    help="watch's rules other than the defaults, e.g. patience=5 noise=3 (sweep.SchedulerSpec)")
     a = p.parse_args()
     watch = {k: yaml.safe_load(v) for k, _, v in (w.partition("=") for w in a.watch)}
-    rules = {f.name for f in dataclasses.fields(sweep.SchedulerSpec)} - {"kind"}
-    unknown = set(watch) - rules
+    unknown = set(watch) - ({f.name for f in dataclasses.fields(sweep.SchedulerSpec)} - {"kind"})
     if unknown:
         p.error(f"--watch {', '.join(sorted(unknown))}: not a rule of sweep.SchedulerSpec")
+    try:  # a bad value is refused here, as in a sweep file, not by the first watch run
+        spec = dataclasses.replace(WATCH, **watch).validate("--watch ")
+    except ConfigError as e:
+        p.error(str(e))
     if watch:
         print(f"watch rules: {watch}", flush=True)
     ray.init(address="local", num_cpus=2, log_to_driver=False)
@@ -179,7 +182,7 @@ def main() -> None:
             rows = {}
             for m in a.methods:
                 for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps what it ran
-                    r = run(m, problem, s, tmp, watch)
+                    r = run(m, problem, s, tmp, spec)
                     rows.setdefault(m, []).append(r)
                     print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g}, {r['evals']} evaluations, "
                           f"{r['trials']} trials, {r['wall']:.0f} s", flush=True)
