@@ -14,7 +14,9 @@ and the stopping, not the distributed trainer. Printed per problem and method: t
 and the range over seeds of the best distance found, the evaluations (= steps / eval_every)
 used, and the wall time; then each method against ASHA + TPE on the same seeds: the median
 of the per-seed ratios of best distances and the two-sided Wilcoxon signed-rank p-value
-(with 5 seeds, 0.0625 is the smallest there is: every seed on one side).
+(with 5 seeds, 0.0625 is the smallest there is: every seed on one side), and the compute
+(evaluations, in the order the driver received them) each spent to first reach ASHA's best
+on that seed, as a fraction of what ASHA spent to find it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import statistics
 import tempfile
 import time
@@ -91,13 +94,16 @@ def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool)
 
 
 class Budget(Stopper):
-    """Stops everything once the trials together have spent `evals` evaluations' worth of steps."""
+    """Stops everything once the trials together have spent `evals` evaluations' worth of steps;
+    keeps each evaluation's distance in the order the driver received them (the compute spent)."""
 
-    def __init__(self, evals: int, per_trial: int):
-        self.left, self.per_trial = evals, per_trial
+    def __init__(self, evals: int, per_trial: int, key: str):
+        self.left, self.per_trial, self.key = evals, per_trial, key
+        self.seen: list[float] = []
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         self.left -= 1
+        self.seen.append(float(result.get(self.key, float("inf"))))
         return result.get(EVALS, 0) >= self.per_trial
 
     def stop_all(self) -> bool:
@@ -129,7 +135,7 @@ def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSp
     budget = trials * per_trial
     tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": 2}
     param_space = None
-    stopper = Budget(budget, per_trial)
+    stopper = Budget(budget, per_trial, fd_key(base))
     name = f"{problem}-{method}-{seed}"
     if method in ("asha", "watch"):  # as many trials as the budget pays for
         searcher = OptunaSearch(space=functools.partial(found.sample, base=base.flat()), metric=OBJECTIVE, mode="min",
@@ -154,7 +160,12 @@ def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSp
     key = next(k for k in results[0].metrics_dataframe if k.startswith(("fd_", "fid")) and not k.endswith("std"))
     frames = [r.metrics_dataframe for r in results if r.metrics_dataframe is not None and key in r.metrics_dataframe]
     return {"best": min(float(df[key].min()) for df in frames), "evals": sum(len(df) for df in frames),
-            "budget": budget, "trials": len(frames), "wall": wall, "key": key}
+            "budget": budget, "trials": len(frames), "wall": wall, "key": key, "seen": stopper.seen}
+
+
+def spent_to(seen: list[float], target: float) -> float:
+    """The evaluations a run had spent when it first found a distance <= target (inf: never)."""
+    return next((i + 1.0 for i, fd in enumerate(seen) if fd <= target), float("inf"))
 
 
 def main() -> None:
@@ -162,6 +173,7 @@ def main() -> None:
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--save", metavar="FILE", help="append each run (its distances in the order found) as a JSON line")
     p.add_argument("--watch", nargs="+", default=[], metavar="KEY=VALUE",
                    help="watch's rules other than the defaults, e.g. patience=5 noise=3 (sweep.SchedulerSpec)")
     a = p.parse_args()
@@ -179,13 +191,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
             preset, _, trials, steps, eval_every = PROBLEMS[problem]
-            rows = {}
-            for m in a.methods:
-                for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps what it ran
+            rows: dict[str, list[dict]] = {m: [] for m in a.methods}
+            for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps whole seeds
+                for m in a.methods:
                     r = run(m, problem, s, tmp, spec)
-                    rows.setdefault(m, []).append(r)
-                    print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g}, {r['evals']} evaluations, "
+                    rows[m].append(r)
+                    print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g} after "
+                          f"{spent_to(r['seen'], r['best']):.0f} of {r['evals']} evaluations, "
                           f"{r['trials']} trials, {r['wall']:.0f} s", flush=True)
+                    if a.save:
+                        with open(a.save, "a") as f:
+                            f.write(json.dumps({"problem": problem, "method": m, "seed": s, **r}) + "\n")
             key = next(iter(rows.values()))[0]["key"]
             print(f"\n{problem} ({preset} preset, {trials} trials x {steps} steps, an evaluation every {eval_every}; "
                   f"equal compute: {trials * evals_at(steps, eval_every)} evaluations; seeds {a.seeds})")
@@ -203,19 +219,25 @@ def main() -> None:
 
 def paired(rows: dict[str, list[dict]], against: str) -> str:
     """Each method against `against` on the same seeds: the median per-seed ratio of best
-    distances (< 1: better) and the two-sided Wilcoxon signed-rank p-value."""
+    distances (< 1: better) and the two-sided Wilcoxon signed-rank p-value; and the compute
+    it spent to reach `against`'s best on that seed, as a fraction of what `against` spent
+    (inf: never reached)."""
     from scipy.stats import wilcoxon
 
-    base = [r["best"] for r in rows[against]]
-    lines = [f"paired against {against} (same seeds): median ratio of best distances, Wilcoxon signed-rank p"]
+    base = rows[against]
+    lines = [f"paired against {against} (same seeds): median ratio of best distances, Wilcoxon signed-rank p; "
+             f"compute to reach {against}'s best, as a fraction of {against}'s"]
     for m, runs in rows.items():
         if m == against:
             continue
-        best = [r["best"] for r in runs]
-        ratios = [b / a for a, b in zip(base, best)]
-        p = wilcoxon(best, base).pvalue if len(best) > 1 and best != base else 1.0
+        best, base_best = [r["best"] for r in runs], [r["best"] for r in base[:len(runs)]]
+        ratios = [b / a for a, b in zip(base_best, best)]
+        p = wilcoxon(best, base_best).pvalue if len(best) > 1 and best != base_best else 1.0
+        spent = [spent_to(r["seen"], a["best"]) / spent_to(a["seen"], a["best"]) for a, r in zip(base, runs)]
         lines.append(f"{m:<8} ratio {statistics.median(ratios):.3f}  p {p:.3g}  per seed: "
                      + ", ".join(f"{r:.2f}" for r in ratios))
+        lines.append(f"{'':<8} compute to reach it: median {statistics.median(spent):.2f}  per seed: "
+                     + ", ".join(f"{c:.2f}" for c in spent))
     return "\n".join(lines)
 
 
