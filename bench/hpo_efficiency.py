@@ -8,7 +8,9 @@ Equal compute: random search and the population methods train `--trials` trials 
 whole budget each (PBT and PB2 spend the same steps, moving state from the best trials to
 the worst instead of stopping anyone; they decide synchronously here, so a seed gives one
 number, not one that depends on timing); ASHA and watch stop trials early, so they keep
-sampling new trials until they have spent the same number of steps. Trials train in-process (distgan's
+sampling new trials until they have spent the same number of steps, one trial at a time on
+both CPUs (two side by side race to each rung, and which one reports first changed the
+decisions: the same seed gave two numbers). Trials train in-process (distgan's
 engine, loop and evaluator, one thread each; no TorchTrainer): this measures the search
 and the stopping, not the distributed trainer. Printed per problem and method: the median
 and the range over seeds of the best distance found, the evaluations (= steps / eval_every)
@@ -64,11 +66,13 @@ PROBLEMS = {
 }
 SMALL_DIGITS = 1000
 METHODS = ("watch", "asha", "pbt", "pb2", "random")
+ORDERED = ("watch", "asha")  # methods whose decisions depend on the order results arrive in
+CPUS = 2
 WATCH = sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3)  # ASHA's rungs, with noise margins
 
 
-def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool) -> None:
-    torch.set_num_threads(1)
+def trial(params: dict, base: dict, data_dir: str, cache: str, population: bool, threads: int) -> None:
+    torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(base).with_overrides(params)
     x, y, info = load_all(data_dir, raw=True)
     engine = GANEngine.from_config(cfg)
@@ -130,10 +134,14 @@ def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSp
     space_file.write_text(yaml.safe_dump(SPACE))
     found = sweep.load(space_file, base)
     population = method in ("pbt", "pb2")
+    # ASHA's and watch's decisions depend on the order results arrive in: two trials side by
+    # side race to a rung (a seed gave two numbers), so they run one at a time, on both CPUs
+    cpus = CPUS if method in ORDERED else 1
     trainable = ray.tune.with_resources(ray.tune.with_parameters(
-        trial, base=base.to_dict(), data_dir=data_dir, cache=f"{tmp}/stats", population=population), {"CPU": 1})
+        trial, base=base.to_dict(), data_dir=data_dir, cache=f"{tmp}/stats", population=population, threads=cpus),
+        {"CPU": cpus})
     budget = trials * per_trial
-    tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": 2}
+    tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": CPUS // cpus}
     param_space = None
     stopper = Budget(budget, per_trial, fd_key(base))
     name = f"{problem}-{method}-{seed}"
@@ -187,7 +195,7 @@ def main() -> None:
         p.error(str(e))
     if watch:
         print(f"watch rules: {watch}", flush=True)
-    ray.init(address="local", num_cpus=2, log_to_driver=False)
+    ray.init(address="local", num_cpus=CPUS, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
             preset, _, trials, steps, eval_every = PROBLEMS[problem]
