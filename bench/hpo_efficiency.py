@@ -12,9 +12,9 @@ sampling new trials until they have spent the same number of steps, one trial at
 both CPUs (two side by side race to each rung, and which one reports first changed the
 decisions: the same seed gave two numbers). Trials train in-process (distgan's
 engine, loop and evaluator, one thread each; no TorchTrainer): this measures the search
-and the stopping, not the distributed trainer. Printed per problem and method: the median
-and the range over seeds of the best distance found, the evaluations (= steps / eval_every)
-used, and the wall time; then each method against ASHA + TPE on the same seeds: the median
+and the stopping, not the distributed trainer. Printed per problem and method: the median,
+the interquartile range and the range over seeds of the best distance found, the evaluations
+(= steps / eval_every) used, and the wall time; then each method against ASHA + TPE on the same seeds: the median
 of the per-seed ratios of best distances and the two-sided Wilcoxon signed-rank p-value
 (with 5 seeds, 0.0625 is the smallest there is: every seed on one side), and the compute
 (evaluations, in the order the driver received them) each spent to first reach ASHA's best
@@ -184,7 +184,12 @@ def main() -> None:
     p.add_argument("--save", metavar="FILE", help="append each run (its distances in the order found) as a JSON line")
     p.add_argument("--watch", nargs="+", default=[], metavar="KEY=VALUE",
                    help="watch's rules other than the defaults, e.g. patience=5 noise=3 (sweep.SchedulerSpec)")
+    p.add_argument("--report", nargs="+", metavar="FILE",
+                   help="run nothing: the tables of the runs these --save files hold, on the seeds they share")
     a = p.parse_args()
+    if a.report:
+        print(report(a.report))
+        return
     watch = {k: yaml.safe_load(v) for k, _, v in (w.partition("=") for w in a.watch)}
     unknown = set(watch) - ({f.name for f in dataclasses.fields(sweep.SchedulerSpec)} - {"kind"})
     if unknown:
@@ -198,7 +203,6 @@ def main() -> None:
     ray.init(address="local", num_cpus=CPUS, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
-            preset, _, trials, steps, eval_every = PROBLEMS[problem]
             rows: dict[str, list[dict]] = {m: [] for m in a.methods}
             for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps whole seeds
                 for m in a.methods:
@@ -210,19 +214,49 @@ def main() -> None:
                     if a.save:
                         with open(a.save, "a") as f:
                             f.write(json.dumps({"problem": problem, "method": m, "seed": s, **r}) + "\n")
-            key = next(iter(rows.values()))[0]["key"]
-            print(f"\n{problem} ({preset} preset, {trials} trials x {steps} steps, an evaluation every {eval_every}; "
-                  f"equal compute: {trials * evals_at(steps, eval_every)} evaluations; seeds {a.seeds})")
-            print(f"{'method':<8} {'median ' + key:>18} {'range':>22} {'evals used':>11} {'trials':>7} {'wall s':>7}")
-            for m, runs in rows.items():
-                best = [r["best"] for r in runs]
-                print(f"{m:<8} {statistics.median(best):>18.4g} {f'{min(best):.4g} - {max(best):.4g}':>22} "
-                      f"{statistics.median([r['evals'] for r in runs]):>11.0f} "
-                      f"{statistics.median([r['trials'] for r in runs]):>7.0f} "
-                      f"{statistics.median([r['wall'] for r in runs]):>7.0f}")
-                print("         per seed: " + ", ".join(f"{r['best']:.4g}" for r in runs), flush=True)
-            if "asha" in rows:
-                print(paired(rows, "asha"), flush=True)
+            print(summary(problem, rows, a.seeds), flush=True)
+
+
+def summary(problem: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
+    """The table of one problem: each method's median, IQR and range over seeds, then each
+    method paired against ASHA + TPE (`rows`: method -> runs, in the order of `seeds`)."""
+    preset, _, trials, steps, eval_every = PROBLEMS[problem]
+    key = next(iter(rows.values()))[0]["key"]
+    lines = [f"\n{problem} ({preset} preset, {trials} trials x {steps} steps, an evaluation every {eval_every}; "
+             f"equal compute: {trials * evals_at(steps, eval_every)} evaluations; seeds {seeds})",
+             f"{'method':<8} {'median ' + key:>18} {'IQR':>22} {'range':>22} {'evals used':>11} {'trials':>7} "
+             f"{'wall s':>7}"]
+    for m, runs in rows.items():
+        best = [r["best"] for r in runs]
+        q1, _, q3 = statistics.quantiles(best, n=4, method="inclusive") if len(best) > 1 else best * 3
+        lines.append(f"{m:<8} {statistics.median(best):>18.4g} {f'{q1:.4g} - {q3:.4g}':>22} "
+                     f"{f'{min(best):.4g} - {max(best):.4g}':>22} "
+                     f"{statistics.median([r['evals'] for r in runs]):>11.0f} "
+                     f"{statistics.median([r['trials'] for r in runs]):>7.0f} "
+                     f"{statistics.median([r['wall'] for r in runs]):>7.0f}")
+        lines.append("         per seed: " + ", ".join(f"{r['best']:.4g}" for r in runs))
+    if "asha" in rows and len(rows) > 1:
+        lines.append(paired(rows, "asha"))
+    return "\n".join(lines)
+
+
+def report(files: list[str]) -> str:
+    """The tables of runs saved with --save (by any number of bench runs, in any order): per
+    problem, the seeds every method saved there (the last run saved of a problem, method and
+    seed counts)."""
+    saved: dict[str, dict[str, dict[int, dict]]] = {}
+    for f in files:
+        for line in Path(f).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                saved.setdefault(r["problem"], {}).setdefault(r["method"], {})[r["seed"]] = r
+    out = []
+    for problem, by_method in saved.items():
+        methods = [m for m in METHODS if m in by_method]
+        seeds = sorted(set.intersection(*(set(by_method[m]) for m in methods)))
+        if seeds:
+            out.append(summary(problem, {m: [by_method[m][s] for s in seeds] for m in methods}, seeds))
+    return "\n".join(out)
 
 
 def paired(rows: dict[str, list[dict]], against: str) -> str:
