@@ -3,6 +3,9 @@ ASHA + TPE, PBT, PB2 and full-budget random search, side by side in one run, at 
 (the same total training steps), over paired seeds, on ring8 and on the `mnist` preset at a CPU size.
 
     .venv/bin/python bench/hpo_efficiency.py [--problems ring8 mnist] [--seeds 0 1 2 3 4] [--methods ...]
+    .venv/bin/python bench/hpo_efficiency.py --cpus 1 --methods watch --save w.jsonl &   # two at once
+    .venv/bin/python bench/hpo_efficiency.py --cpus 1 --methods asha --save a.jsonl
+    .venv/bin/python bench/hpo_efficiency.py --report w.jsonl a.jsonl                   # their table
 
 Equal compute: random search and the population methods train `--trials` trials for the
 whole budget each (PBT and PB2 spend the same steps, moving state from the best trials to
@@ -67,7 +70,7 @@ PROBLEMS = {
 SMALL_DIGITS = 1000
 METHODS = ("watch", "asha", "pbt", "pb2", "random")
 ORDERED = ("watch", "asha")  # methods whose decisions depend on the order results arrive in
-CPUS = 2
+CPUS = 2  # this machine's; --cpus 1 runs a bench in one core, so two (one per method) run side by side
 WATCH = sweep.SchedulerSpec(kind="watch", grace_period=1, reduction_factor=3)  # ASHA's rungs, with noise margins
 
 
@@ -114,7 +117,7 @@ class Budget(Stopper):
         return self.left <= 0
 
 
-def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSpec = WATCH) -> dict:
+def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSpec = WATCH, total: int = CPUS) -> dict:
     preset, over, trials, steps, eval_every = PROBLEMS[problem]
     base = presets.get(preset).with_overrides({**over, "train.steps": steps, "train.eval_every": eval_every,
                                                 "train.seed": seed})
@@ -135,13 +138,15 @@ def run(method: str, problem: str, seed: int, tmp: str, watch: sweep.SchedulerSp
     found = sweep.load(space_file, base)
     population = method in ("pbt", "pb2")
     # ASHA's and watch's decisions depend on the order results arrive in: two trials side by
-    # side race to a rung (a seed gave two numbers), so they run one at a time, on both CPUs
-    cpus = CPUS if method in ORDERED else 1
+    # side race to a rung (a seed gave two numbers), so they run one at a time, on the bench's
+    # CPUs. A second thread speeds these small convolutions little: one trial on 2 threads
+    # trained ~1,000 img/s, two benches at --cpus 1 side by side ~630 each (1.26x together)
+    cpus = total if method in ORDERED else 1
     trainable = ray.tune.with_resources(ray.tune.with_parameters(
         trial, base=base.to_dict(), data_dir=data_dir, cache=f"{tmp}/stats", population=population, threads=cpus),
         {"CPU": cpus})
     budget = trials * per_trial
-    tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": CPUS // cpus}
+    tune_config = {"metric": OBJECTIVE, "mode": "min", "max_concurrent_trials": total // cpus}
     param_space = None
     stopper = Budget(budget, per_trial, fd_key(base))
     name = f"{problem}-{method}-{seed}"
@@ -184,6 +189,8 @@ def main() -> None:
     p.add_argument("--save", metavar="FILE", help="append each run (its distances in the order found) as a JSON line")
     p.add_argument("--watch", nargs="+", default=[], metavar="KEY=VALUE",
                    help="watch's rules other than the defaults, e.g. patience=5 noise=3 (sweep.SchedulerSpec)")
+    p.add_argument("--cpus", type=int, default=CPUS, choices=range(1, CPUS + 1),
+                   help="the cores this bench uses: 1 leaves the other to a second bench (say, ASHA beside watch)")
     p.add_argument("--report", nargs="+", metavar="FILE",
                    help="run nothing: the tables of the runs these --save files hold, on the seeds they share")
     a = p.parse_args()
@@ -200,13 +207,13 @@ def main() -> None:
         p.error(str(e))
     if watch:
         print(f"watch rules: {watch}", flush=True)
-    ray.init(address="local", num_cpus=CPUS, log_to_driver=False)
+    ray.init(address="local", num_cpus=a.cpus, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         for problem in a.problems:
             rows: dict[str, list[dict]] = {m: [] for m in a.methods}
             for s in a.seeds:  # each run's line as it ends: a long bench cut short keeps whole seeds
                 for m in a.methods:
-                    r = run(m, problem, s, tmp, spec)
+                    r = run(m, problem, s, tmp, spec, a.cpus)
                     rows[m].append(r)
                     print(f"{problem} {m} seed {s}: best {r['key']} {r['best']:.4g} after "
                           f"{spent_to(r['seen'], r['best']):.0f} of {r['evals']} evaluations, "
