@@ -7,6 +7,9 @@ ASHA + TPE, PBT, PB2 and full-budget random search, side by side in one run, at 
     .venv/bin/python bench/hpo_efficiency.py --cpus 1 --methods asha --save a.jsonl
     .venv/bin/python bench/hpo_efficiency.py --report w.jsonl a.jsonl                   # their table
 
+Give a bench its cores alone: a --cpus 2 bench beside another (4 torch threads on 2 cores)
+trained each trial at ~150 img/s where alone it trained ~1,000.
+
 Equal compute: random search and the population methods train `--trials` trials for the
 whole budget each (PBT and PB2 spend the same steps, moving state from the best trials to
 the worst instead of stopping anyone; they decide synchronously here, so a seed gives one
