@@ -353,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     _scaling_args(tu, None, "Ray Train workers per trial (default: the config's scaling.num_workers, else 2)")
     tu.add_argument("--max-concurrent", type=_positive("max_concurrent", int, 0), default=0,
                     help="trials at once; 0: what the cluster can grow to")
-    tu.add_argument("--scheduler", choices=SCHEDULERS, help="default: the sweep file's, else pb2")
+    tu.add_argument("--scheduler", choices=SCHEDULERS, help="default: the sweep file's, else watch")
     tu.add_argument("--grace-period", type=_positive("grace_period"), help="evaluations before ASHA may stop a trial")
     tu.add_argument("--reduction-factor", type=_positive("reduction_factor", int, 2),
-                    help="ASHA keeps 1/rf of the trials at each rung")
+                    help="ASHA and watch keep 1/rf of the trials at each rung (default: the sweep file's, else 3)")
     tu.add_argument("--perturbation-interval", type=_positive("perturbation_interval"),
                     help="PBT/PB2: evaluations between exploit/explore")
     tu.add_argument("--seed", type=int, default=0, help="sampler seed")

@@ -6,9 +6,10 @@ and is told each trial's best at the end.
 Each Tune trial is a driver (distgan.trial) that fits a TorchTrainer, so Tune sees every
 evaluation. The objective is `fd_best`, the trial's lowest distance so far: scheduler-stopped
 trials reach Optuna with their best, and a trial is only as good as its best checkpoint.
-When to stop: the scheduler (PB2 by default, or PBT: every trial keeps its compute, the
-worst continue from the best; ASHA and the others stop weak trials for good), plus the
-plateau and divergence rules of distgan.stopping, whose reason each trial reports as `stop_reason`.
+When to stop: the scheduler (distgan's `watch` by default, ASHA and the others: weak trials
+stop for good; or PBT/PB2: every trial keeps its compute, the worst continue from the best),
+plus the plateau and divergence rules of distgan.stopping, whose reason each trial reports
+as `stop_reason`.
 
 Everything a job writes (its job file, the trials' checkpoints, trials.csv, plots, the
 lineage of PBT exploits, real statistics) lives under its experiment directory, a local path

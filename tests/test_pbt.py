@@ -113,15 +113,15 @@ def test_pbt_exploits_continue_state_and_a_killed_job_resumes(ray_session, tmp_p
         assert "lineage.json" in {a.path for a in c.list_artifacts(exploited.info.run_id)}
 
 
-def test_the_default_scheduler_pb2_exploits_with_the_donors_choices(ray_session, tmp_path, mlflow_server):
-    """A space that names no scheduler kind gets PB2 (the default): the worse trial continues
-    from the better one's checkpoint and step, its learning rates within the bounds, its n_D
-    the donor's (PB2 models only continuous keys; its bandit needs a change of the distance
-    between two decisions before it moves them, so a first decision copies)."""
+def test_pb2_exploits_with_the_donors_choices(ray_session, tmp_path, mlflow_server):
+    """PB2: the worse trial continues from the better one's checkpoint and step, its learning
+    rates within the bounds, its n_D the donor's (PB2 models only continuous keys; its bandit
+    needs a change of the distance between two decisions before it moves them, so a first
+    decision copies)."""
     space = tmp_path / "pb2.yaml"
     space.write_text(yaml.safe_dump({
         "params": SPACE["params"], "start": SPACE["start"], "budget": SPACE["budget"],
-        "scheduler": {"perturbation_interval": 1, "synch": True}}))
+        "scheduler": {"kind": "pb2", "perturbation_interval": 1, "synch": True}}))
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     r = subprocess.run([sys.executable, "-m", "distgan.cli", "tune", "--preset", "ring8", "--space", str(space),
                         "--workers", "1", "--storage", str(tmp_path), "--name", "pb2", "--mlflow-uri", mlflow_server,

@@ -260,21 +260,27 @@ def test_bad_cli_input_exits_2_before_ray_starts(tmp_path, capsys):
     assert f"{JOB_FILE} missing" in capsys.readouterr().err
 
 
-def test_default_scheduler_is_pb2_and_a_space_of_choices_is_refused_before_anything_is_written(tmp_path):
+def test_default_scheduler_is_watch_and_pb2_refuses_a_space_of_choices_before_anything_is_written(tmp_path):
     from ray.tune.schedulers.pb2 import PB2
 
     from distgan import tuning
+    from distgan.watch import WatchScheduler
 
-    # the default (PB2: docs/benchmarks.md has the bench behind it): a job that names no scheduler gets it
+    # the default (watch + TPE, on ASHA's rungs at rf 3: docs/benchmarks.md has the bench behind
+    # it): a job that names no scheduler gets it, a space of choices too
     ring8 = sweep.load("tune_spaces/ring8.yaml", presets.ring8())
-    assert ring8.scheduler is None and sweep.SchedulerSpec().kind == "pb2"
-    assert isinstance(build_scheduler(sweep.SchedulerSpec(), ring8, 8, "fd_coords2k"), PB2)
+    assert ring8.scheduler is None and sweep.SchedulerSpec().kind == "watch"
+    watch = build_scheduler(sweep.SchedulerSpec(), ring8, 27, "fd_coords2k", str(tmp_path / "w"))
+    assert isinstance(watch, WatchScheduler) and watch.rungs_at == [1, 3, 9]
+    assert isinstance(build_scheduler(sweep.SchedulerSpec(kind="pb2"), ring8, 8, "fd_coords2k"), PB2)
     assert set(ring8.bounds()) == {p.key for p in ring8.params if p.continuous}
     choices = tmp_path / "choices.yaml"
     choices.write_text(yaml.safe_dump({"params": {"train.n_d": {"dist": "choice", "values": [1, 2]}}}))
+    job = tuning.new_job(presets.ring8(), str(choices), 2, str(tmp_path / "jobs"), "j", {}, 0, "ring8")
+    assert job.schedule().kind == "watch"
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(ConfigError, match=r"choices.yaml: pb2 needs at least one continuous .*--scheduler asha"):
-        tuning.new_job(presets.ring8(), str(choices), 2, str(tmp_path / "jobs"), "j", {}, 0, "ring8")
+        tuning.new_job(presets.ring8(), str(choices), 2, str(tmp_path / "jobs2"), "j2", {"kind": "pb2"}, 0, "ring8")
     assert sorted(tmp_path.rglob("*")) == before  # refused before the job directory or the data exist
 
 
@@ -290,7 +296,7 @@ def test_pb2_explores_a_loguniform_key_across_its_decades(recwarn):
 
     core = sweep.load("tune_spaces/dcgan-core.yaml", presets.mnist())
     assert set(core.log_keys()) == {"optim.lr_g", "optim.lr_d"}
-    assert build_scheduler(sweep.SchedulerSpec(), core, 8, "fd_lenet2k")._log_keys == core.log_keys()
+    assert build_scheduler(sweep.SchedulerSpec(kind="pb2"), core, 8, "fd_lenet2k")._log_keys == core.log_keys()
 
     def proposals(log_keys: tuple[str, ...]) -> np.ndarray:
         out = []
