@@ -15,16 +15,17 @@ whole budget each (PBT and PB2 spend the same steps, moving state from the best 
 the worst instead of stopping anyone; they decide synchronously here, so a seed gives one
 number, not one that depends on timing); ASHA and watch stop trials early, so they keep
 sampling new trials until they have spent the same number of steps, one trial at a time on
-both CPUs (two side by side race to each rung, and which one reports first changed the
-decisions: the same seed gave two numbers). Trials train in-process (distgan's
-engine, loop and evaluator, one thread each; no TorchTrainer): this measures the search
-and the stopping, not the distributed trainer. Printed per problem and method: the median,
-the interquartile range and the range over seeds of the best distance found, the evaluations
-(= steps / eval_every) used, and the wall time; then each method against ASHA + TPE on the same seeds: the median
-of the per-seed ratios of best distances and the two-sided Wilcoxon signed-rank p-value
-(with 5 seeds, 0.0625 is the smallest there is: every seed on one side), and the compute
-(evaluations, in the order the driver received them) each spent to first reach ASHA's best
-on that seed, as a fraction of what ASHA spent to find it.
+the bench's CPUs (`--cpus`; two side by side race to each rung, and which one reports first
+changed the decisions: the same seed gave two numbers). Trials train in-process (distgan's
+engine, loop and evaluator, a thread per CPU they hold; no TorchTrainer): this measures the
+search and the stopping, not the distributed trainer. Printed per problem and method: the
+median, the interquartile range and the range over seeds of the best distance found, the
+evaluations (= steps / eval_every) used, and the wall time; then each method against ASHA +
+TPE on the same seeds: the median of the per-seed ratios of best distances and the
+two-sided Wilcoxon signed-rank p-value (with 5 seeds, 0.0625 is the smallest there is:
+every seed on one side), and the compute (evaluations, in the order the driver received
+them) each spent to first reach ASHA's best on that seed, as a fraction of what ASHA spent
+to find it.
 """
 
 from __future__ import annotations
