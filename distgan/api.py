@@ -208,6 +208,9 @@ def sample(out: str, model: str = f"models:/{DEFAULT_MODEL}@champion", n: int = 
         raise ConfigError(f"--out {out}: expected a .png file")
     if Path(out).exists() and not force:
         raise FileExistsError(errno.EEXIST, "exists (--force replaces it)", f"--out {out}")
+    if ":/" not in model and not Path(model).is_dir():  # MLflow would call it a missing artifact
+        raise ConfigError(f"--model {model}: no such model directory; a registered model is models:/NAME@ALIAS "
+                          "or models:/NAME/VERSION")
     with tracking.served(tracking.check_uri(mlflow_uri or tracking.default_uri())) as uri:
         return model_registry.sample(uri, model, out, n=n, label=label, interpolate=interpolate, steps=steps, seed=seed,
                                      psi=truncation, vary=code)

@@ -175,6 +175,8 @@ CASES = [
     (["sample", "--mlflow-uri", "{server}", "--out", "g.png", "--steps", "1"], ["--steps", "1"]),
     (["sample", "--mlflow-uri", "{server}", "--out", "g.png", "--model", "models:/no-such-model@champion"],
      ["--model models:/no-such-model@champion", "not found"]),
+    (["sample", "--mlflow-uri", "{server}", "--out", "g.png", "--model", "champion"],
+     ["--model champion", "models:/NAME@ALIAS"]),
     (["sample", "--mlflow-uri", "http://u:pw@127.0.0.1:5000", "--out", "g.png"], ["password"]),
     # --- submit and jobs
     (["submit", "--address", "not-a-url", "--", "tune"], ["--address not-a-url", "http://"]),
