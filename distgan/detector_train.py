@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.data.reader import load_all
+from distgan.data.schema import DataError
 from distgan.metrics.detectors import file_sha256
 from distgan.models.lenet import LeNet
 
@@ -28,7 +29,7 @@ def train_lenet(data_dir: str | Path, out: str | Path, epochs: int = 12, seed: i
     g = torch.Generator().manual_seed(seed)
     x, y, info = load_all(data_dir)
     if tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"{data_dir}: LeNet detector needs 28x28x1 images, got {tuple(x.shape[1:])}")
+        raise DataError(f"{data_dir}: the LeNet detector needs 28x28x1 images, got {tuple(x.shape[1:])}")
     perm = torch.randperm(len(x), generator=g)
     n_val = len(x) // 5
     val, tr = perm[:n_val], perm[n_val:]

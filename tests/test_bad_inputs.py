@@ -195,6 +195,7 @@ CASES = [
     (["detector", "train", "--data", "mnist", "--out", "lenet.pt"], ["--out lenet.pt", "exists"]),
     (["detector", "train", "--data", "nodata", "--out", "new.pt"], ["nodata", "does not exist"]),
     (["detector", "train", "--data", "mnist", "--out", "new.pt", "--epochs", "0"], ["--epochs", "0"]),
+    (["detector", "train", "--data", "ring8", "--out", "new.pt"], ["ring8", "28x28x1"]),
     (["config", "show", "--set", "optim.lr_gg=1"], ["optim.lr_gg: unknown config key"]),
     (["config", "show", "--preset", "nope"], ["--preset 'nope'"]),
     (["ui", "--host", "0.0.0.0"], ["--host 0.0.0.0", "--allowed-hosts"]),
