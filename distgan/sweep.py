@@ -120,8 +120,9 @@ class Param:
 class SchedulerSpec:
     kind: str = "watch"
     """watch + Optuna's TPE: on the HPO bench (docs/benchmarks.md) level with ASHA + TPE on
-    mnist, ahead of it on three of ten small-data seeds and behind on one, and a lower median
-    than ASHA and PB2 on both (PB2 was the default until it was measured on small-data mnist)."""
+    mnist, ahead of it on three of ten small-data seeds and behind on one (a lower median
+    there), and a lower median than PB2 on both (PB2 was the default until it was measured on
+    small-data mnist)."""
     grace_period: int = 1
     """asha/hyperband/median/watch: evaluations before a trial may be stopped."""
     reduction_factor: int = 3
