@@ -122,7 +122,7 @@ class SchedulerSpec:
     """watch + Optuna's TPE: on the HPO bench (docs/benchmarks.md) level with ASHA + TPE on
     mnist, ahead of it on three of ten small-data seeds and behind on one (a lower median
     there), ahead of PB2 on mnist, and on small-data mnist behind PB2's three good seeds by at
-    most 1.85x where PB2's two bad ones are 5.7x and 10.7x behind it (PB2 was the default
+    most 1.84x where PB2's two bad ones are 5.7x and 10.7x behind it (PB2 was the default
     until it was measured there)."""
     grace_period: int = 1
     """asha/hyperband/median/watch: evaluations before a trial may be stopped."""
