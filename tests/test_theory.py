@@ -29,8 +29,8 @@ def _train_d(real: torch.Tensor, fake: torch.Tensor, steps: int = 600) -> nn.Mod
 
 
 def _normal(mean: float, n: int = 1000, offset: float = 0.5) -> torch.Tensor:
-    """N(mean, 1) by its quantiles at (i + offset) / n: a sample without sampling noise, so a
-    thousand points test the optimum as tightly as random millions would."""
+    """N(mean, 1) by its quantiles at (i + offset) / n: a sample without sampling noise, so
+    what is left of D's error is its training's, and a thousand points suffice."""
     return mean + torch.special.ndtri((torch.arange(n) + offset) / n)[:, None]
 
 
